@@ -1,0 +1,18 @@
+# Two commands for a fresh machine (see README.md): `make repro` runs the pipeline, `make test` the tests.
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup repro test
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+repro: setup
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+
+test: setup
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest

@@ -1,0 +1,38 @@
+"""`cifarbench data`: the two data stages in one command, for use outside `dvc repro`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cifarbench.config import DataConfig, load_params, parse_section
+from cifarbench.data.download import fetch_archive
+from cifarbench.data.splits import prepare_splits
+
+ARCHIVE = Path("data/raw/cifar-10-python.tar.gz")
+PREPARED = Path("data/prepared")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
+    parser.add_argument("--step", choices=["download", "prepare", "all"], default="all")
+
+
+def download(data: DataConfig) -> Path:
+    return fetch_archive(data.url, data.md5, ARCHIVE)
+
+
+def prepare(data: DataConfig) -> dict:
+    info = prepare_splits(ARCHIVE, PREPARED, val_size=data.val_size, seed=data.seed)
+    for split, counts in info["counts"].items():
+        print(f"{split:>5}: {sum(counts):6d} images, per class {counts}")
+    print(f"train mean {info['train_mean']} std {info['train_std']}")
+    return info
+
+
+def run(args: argparse.Namespace) -> None:
+    data = parse_section(DataConfig, load_params(args.params).get("data"), "data")
+    if args.step in ("download", "all"):
+        download(data)
+    if args.step in ("prepare", "all"):
+        prepare(data)
