@@ -35,6 +35,12 @@ class DataConfig(Section):
     seed: int = Field(0, description="seed of the stratified validation split")
 
 
+class TrackingConfig(Section):
+    experiment: str = Field("cifarbench", min_length=1, description="MLflow experiment holding the pipeline's runs")
+    # A local SQLite store in the repo (git-ignored); the MLFLOW_TRACKING_URI environment variable overrides it.
+    uri: str = Field("sqlite:///mlflow.db", min_length=1)
+
+
 T = TypeVar("T", bound=BaseModel)
 
 
@@ -53,7 +59,8 @@ def load_params(path: Path | str = PARAMS_FILE) -> dict[str, Any]:
 
 
 def parse_section(model: type[T], raw: Any, key: str) -> T:
-    """Validate `raw` (the value of top-level `key`) as `model`, naming the offending dotted key on error."""
+    """Validate `raw` (the value of top-level `key`, or the whole file for key "") as `model`, naming the
+    offending dotted key on error."""
     if raw is None:
         raw = {}
     try:
@@ -61,7 +68,7 @@ def parse_section(model: type[T], raw: Any, key: str) -> T:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            where = ".".join([key, *(str(p) for p in err["loc"])])
+            where = ".".join([*([key] if key else []), *(str(p) for p in err["loc"])])
             got = f" (got {err['input']!r})" if err["type"] != "extra_forbidden" else ""
             what = "unknown key; remove it or check its spelling" if err["type"] == "extra_forbidden" else err["msg"]
             problems.append(f"params.yaml: {where}: {what}{got}")

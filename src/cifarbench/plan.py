@@ -1,0 +1,215 @@
+"""The benchmark plan: which (architecture, ablation) cells run, and the exact config of each.
+
+A cell's config is built from params.yaml by merging, in this order (later wins):
+
+    recipe                               the literature baseline shared by all architectures
+    architectures.<arch>                 what this architecture does differently (e.g. Adam for the LSTM)
+    presets.<preset>                     the budget shared by all architectures (epochs, subsets, seeds)
+    architectures.<arch>.presets.<preset>  this architecture's budget (width, epochs)
+    tuned lr / weight decay              from the tune stage, when the preset tunes
+    ablations.<ablation>                 the one thing this ablation changes
+
+so every ablation takes the tuned learning rate and weight decay except where it sets them itself
+(`no_l2` sets weight decay to 0). An ablation that resolves to the baseline's own config for an
+architecture (dropout where the paper already uses it, no_bn where there is no batch norm) is not run:
+the cell is marked not applicable, with the reason.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError
+
+from cifarbench.config import Section, parse_section
+from cifarbench.engine import TrainConfig
+from cifarbench.errors import ConfigError
+from cifarbench.models import ModelConfig, model_info
+
+BASELINE = "baseline"
+Tree = dict[str, Any]
+
+
+class Budget(Section):
+    """What a preset fixes for every architecture."""
+
+    about: str = ""
+    seeds: list[int] = Field(min_length=1)
+    train_subset: int | None = Field(None, ge=10, description="first N of the (shuffled) training split; None = all")
+    val_subset: int | None = Field(None, ge=10, description="first N of the validation split, for per-epoch checks")
+    test_subset: int | None = Field(None, ge=10, description="first N test images; None = all 10,000")
+    tune: bool = Field(True, description="run the Optuna stage; off = recipe lr/wd")
+    model: Tree = {}
+    train: Tree = {}
+
+
+class Recipe(Section):
+    model: Tree = {}
+    train: Tree = {}
+
+
+class ArchitectureSpec(Section):
+    model: Tree = {}
+    train: Tree = {}
+    presets: dict[str, Recipe] = {}
+
+
+class AblationSpec(Section):
+    group: Literal["baseline", "regularization", "augmentation"]
+    about: str
+    model: Tree = {}
+    train: Tree = {}
+
+
+class PlanConfig(Section):
+    preset: str
+    presets: dict[str, Budget]
+    recipe: Recipe
+    architectures: dict[str, ArchitectureSpec] = Field(min_length=1)
+    ablations: dict[str, AblationSpec] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class Cell:
+    arch: str
+    ablation: str
+    group: str
+    about: str
+    preset: str
+    budget: Budget
+    model: ModelConfig
+    train: TrainConfig
+    not_applicable: str | None = None  # why the cell is not run, or None
+
+    @property
+    def name(self) -> str:
+        return f"{self.arch}/{self.ablation}"
+
+    @property
+    def seeds(self) -> list[int]:
+        return self.budget.seeds
+
+    def config(self) -> Tree:
+        """Everything that determines the cell's results, as plain data (logged as MLflow params)."""
+        budget = self.budget.model_dump(include={"train_subset", "val_subset", "test_subset"})
+        return {"model": self.model.model_dump(), "train": self.train.model_dump(mode="json"), "data": budget}
+
+    def config_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.config(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def load_plan(tree: Tree) -> PlanConfig:
+    sections = {k: tree.get(k) for k in PlanConfig.model_fields}
+    plan = parse_section(PlanConfig, sections, "")
+    if plan.preset not in plan.presets:
+        raise ConfigError(f"params.yaml: preset: {plan.preset!r} is not defined; presets: {', '.join(plan.presets)}")
+    if BASELINE not in plan.ablations:
+        raise ConfigError(f"params.yaml: ablations: must define `{BASELINE}` (the reference every ablation is compared with)")
+    for arch in plan.architectures:
+        model_info(arch)  # unknown architecture -> ConfigError listing the valid names
+    return plan
+
+
+def deep_merge(base: Tree, override: Tree) -> Tree:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _layers(plan: PlanConfig, arch: str, ablation: str | None, tuned: Tree | None) -> list[tuple[str, Tree]]:
+    spec, budget = plan.architectures[arch], plan.presets[plan.preset]
+    arch_budget = spec.presets.get(plan.preset, Recipe())
+    layers = [
+        ("recipe", plan.recipe.model_dump()),
+        (f"architectures.{arch}", {"model": spec.model, "train": spec.train}),
+        (f"presets.{plan.preset}", {"model": budget.model, "train": budget.train}),
+        (f"architectures.{arch}.presets.{plan.preset}", arch_budget.model_dump()),
+    ]
+    if tuned:
+        layers.append((f"tuned values for {arch}", {"train": {"optimizer": tuned}}))
+    if ablation is not None:
+        abl = plan.ablations[ablation]
+        layers.append((f"ablations.{ablation}", {"model": abl.model, "train": abl.train}))
+    return layers
+
+
+def _validate(layers: list[tuple[str, Tree]], arch: str, where: str) -> tuple[ModelConfig, TrainConfig]:
+    merged: Tree = {}
+    for _, layer in layers:
+        merged = deep_merge(merged, layer)
+    merged.setdefault("model", {})["name"] = arch
+    try:
+        return ModelConfig.model_validate(merged["model"]), TrainConfig.model_validate(merged.get("train", {}))
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, layers, where)) from None
+
+
+def _explain(exc: ValidationError, layers: list[tuple[str, Tree]], where: str) -> str:
+    section = "model" if exc.title == ModelConfig.__name__ else "train"
+    lines = []
+    for err in exc.errors():
+        path = [section, *(str(p) for p in err["loc"])]
+        sources = [name for name, layer in layers if _has_path(layer, path)] or ["(default)"]
+        what = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"params.yaml: {'.'.join(path)} ({where}, set in {' then '.join(sources)}): {what}")
+    return "\n".join(lines)
+
+
+def _has_path(tree: Tree, path: list[str]) -> bool:
+    for key in path:
+        if not isinstance(tree, dict) or key not in tree:
+            return False
+        tree = tree[key]
+    return True
+
+
+def resolve_cell(plan: PlanConfig, arch: str, ablation: str, tuned: Tree | None = None) -> Cell:
+    if arch not in plan.architectures:
+        raise ConfigError(f"architecture {arch!r} is not in params.yaml `architectures`: {', '.join(plan.architectures)}")
+    if ablation not in plan.ablations:
+        raise ConfigError(f"ablation {ablation!r} is not in params.yaml `ablations`: {', '.join(plan.ablations)}")
+    where = f"cell {arch}/{ablation}"
+    abl, budget = plan.ablations[ablation], plan.presets[plan.preset]
+    info = model_info(arch)
+    reason = None
+    if "batch_norm" in abl.model and not info.has_batch_norm_switch:
+        reason = f"{arch} has no batch norm switch"
+        abl = abl.model_copy(update={"model": {k: v for k, v in abl.model.items() if k != "batch_norm"}})
+        plan = plan.model_copy(update={"ablations": {**plan.ablations, ablation: abl}})
+    model, train = _validate(_layers(plan, arch, ablation, tuned), arch, where)
+    if ablation != BASELINE and reason is None:
+        base_model, base_train = _validate(_layers(plan, arch, BASELINE, tuned), arch, f"cell {arch}/{BASELINE}")
+        if _effective(base_model, info) == _effective(model, info) and base_train == train:
+            reason = f"same config as {BASELINE} for {arch}"
+    return Cell(arch, ablation, abl.group, abl.about, plan.preset, budget, model, train, reason)
+
+
+def _effective(model: ModelConfig, info) -> tuple:
+    """Model switches with the family defaults filled in, so `dropout: null` equals the paper's p."""
+    batch_norm = info.default_batch_norm if model.batch_norm is None else model.batch_norm
+    dropout = info.default_dropout if model.dropout is None else model.dropout
+    return model.name, model.width, batch_norm, dropout
+
+
+def all_cells(plan: PlanConfig, tuned: dict[str, Tree] | None = None) -> list[Cell]:
+    """Every cell, validated: called before any training so bad params fail first."""
+    tuned = tuned or {}
+    return [resolve_cell(plan, a, b, tuned.get(a)) for a in plan.architectures for b in plan.ablations]
+
+
+def read_tuned(path: Path) -> Tree | None:
+    """The tune stage's best {lr, weight_decay} for one architecture, or None when the preset does not tune."""
+    if not Path(path).is_file():
+        raise ConfigError(f"{path} not found: run `dvc repro` (the tune stage writes it)")
+    values = json.loads(Path(path).read_text())
+    return values.get("optimizer") if values.get("tuned") else None
+

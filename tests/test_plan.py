@@ -1,0 +1,86 @@
+"""params.yaml -> cells: layering, applicability, and errors that name the key before any training."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from cifarbench.config import load_params
+from cifarbench.errors import ConfigError
+from cifarbench.plan import all_cells, load_plan, resolve_cell
+
+PARAMS = load_params(Path(__file__).parents[1] / "params.yaml")
+
+
+def with_changes(**changes) -> dict:
+    tree = copy.deepcopy(PARAMS)
+    for dotted, value in changes.items():
+        *parents, last = dotted.split("__")
+        node = tree
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    return tree
+
+
+@pytest.mark.parametrize("preset", ["smoke", "default", "full"])
+def test_every_preset_resolves_every_cell(preset):
+    cells = all_cells(load_plan(with_changes(preset=preset)))
+    assert len(cells) == len(PARAMS["architectures"]) * len(PARAMS["ablations"])
+    assert {c.preset for c in cells} == {preset}
+
+
+def test_layers_apply_in_order():
+    plan = load_plan(with_changes(preset="default"))
+    base = resolve_cell(plan, "lenet5", "baseline")
+    assert base.model.width == 2.0  # architectures.lenet5.presets.default
+    assert base.train.optimizer.lr == 0.05  # architectures.lenet5 over recipe
+    assert base.train.epochs == PARAMS["presets"]["default"]["train"]["epochs"]
+    assert base.train.augment.policy == "standard"  # recipe
+    no_l2 = resolve_cell(plan, "lenet5", "no_l2", tuned={"lr": 0.01, "weight_decay": 1e-3})
+    assert no_l2.train.optimizer.weight_decay == 0.0  # the ablation wins over the tuned value
+    assert no_l2.train.optimizer.lr == 0.01  # tuned lr is taken
+    assert resolve_cell(plan, "lenet5", "baseline", tuned={"lr": 0.01, "weight_decay": 1e-3}).train.optimizer.weight_decay == 1e-3
+
+
+def test_cells_equal_to_baseline_are_not_applicable():
+    plan = load_plan(with_changes(preset="default"))
+    assert "same config as baseline" in resolve_cell(plan, "alexnet", "dropout").not_applicable  # paper already p=0.5
+    assert "no batch norm switch" in resolve_cell(plan, "lstm", "no_bn").not_applicable
+    assert resolve_cell(plan, "resnet18", "no_bn").not_applicable is None
+    assert resolve_cell(plan, "resnet18", "no_bn").model.batch_norm is False
+
+
+def test_config_hash_tracks_the_config():
+    plan = load_plan(with_changes(preset="default"))
+    a, b = resolve_cell(plan, "vgg11", "baseline"), resolve_cell(plan, "vgg11", "flip")
+    assert a.config_hash() != b.config_hash()
+    assert a.config_hash() == resolve_cell(plan, "vgg11", "baseline").config_hash()
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"preset": "huge"}, "preset: 'huge' is not defined; presets: smoke, default, full"),
+        ({"architectures__resnet99": {}}, "unknown model 'resnet99'; valid names: "),
+        ({"ablations__l1__train": {"optimizer": {"lr": -1}}}, r"train.optimizer.lr \(cell \w+/l1, set in .*ablations.l1\): Input should be greater than 0"),
+        ({"ablations__flip__train": {"augment": {"policy": "flipp"}}}, r"train.augment.policy .*ablations.flip.*flipp"),
+        ({"ablations__flip__train": {"epoch": 3}}, r"train.epoch \(cell \w+/flip, set in ablations.flip\): unknown key"),
+        ({"presets__default__seeds": "zero"}, r"presets.default.seeds"),
+        ({"ablations__flip__group": "colour"}, r"ablations.flip.group"),
+        ({"recipe__train__optimizer__momentum": "high"}, r"train.optimizer.momentum .*set in recipe"),
+    ],
+)
+def test_bad_params_name_the_key(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        all_cells(load_plan(with_changes(**{"preset": "default", **changes})))
+
+
+def test_unknown_cell_names_list_the_valid_ones():
+    plan = load_plan(PARAMS)
+    with pytest.raises(ConfigError, match="ablation 'l3' is not in params.yaml `ablations`: baseline, no_reg"):
+        resolve_cell(plan, "lenet5", "l3")
+    with pytest.raises(ConfigError, match="architecture 'vgg16' is not in params.yaml `architectures`"):
+        resolve_cell(plan, "vgg16", "baseline")
