@@ -1,0 +1,67 @@
+"""`cifarbench models`: the zoo as a table of parameters and forward FLOPs; `--bench` adds images/s."""
+
+from __future__ import annotations
+
+import argparse
+
+from cifarbench.errors import ConfigError
+from cifarbench.models.profile import bf16_is_native, count_parameters, flops_per_image, throughput
+from cifarbench.models.registry import build_model, list_models, model_info
+
+BENCH_COLUMNS = [(train, dtype) for train in (True, False) for dtype in ("fp32", "bf16")]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--names", help="comma-separated models (default: all); see the table for names")
+    parser.add_argument(
+        "--width", default="1", help="channel multiplier: one number for all, or per model as NAME=W,NAME=W "
+        "(unlisted models get 1); default %(default)s",
+    )  # fmt: skip
+    parser.add_argument("--bench", action="store_true", help="measure train and inference images/s (slow)")
+    parser.add_argument("--batch-size", type=int, default=128, help="batch of the --bench steps (default %(default)s)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="--bench: timing budget per cell, after one warmup step")
+    parser.add_argument("--channels-last", action="store_true", help="--bench: channels_last memory format")
+
+
+def parse_widths(text: str) -> dict[str, float]:
+    """'0.25' -> {'*': 0.25}; 'lenet5=2,vgg16=0.25' -> {'lenet5': 2.0, 'vgg16': 0.25, '*': 1.0}."""
+    try:
+        if "=" not in text:
+            return {"*": float(text)}
+        pairs = (item.split("=") for item in text.split(","))
+        return {"*": 1.0, **{name.strip(): float(w) for name, w in pairs}}
+    except ValueError:
+        raise ConfigError(f"--width must be a number or NAME=W,NAME=W pairs, got {text!r}") from None
+
+
+def table_row(name: str, width: float, bench: argparse.Namespace | None) -> list[str]:
+    model = build_model(name, width=width)
+    row = [name, model_info(name).family, f"{width:g}", f"{count_parameters(model):,}", f"{flops_per_image(model) / 1e6:,.1f}"]
+    if bench is not None:
+        for train, dtype in BENCH_COLUMNS:
+            rate = throughput(
+                model, batch_size=bench.batch_size, train=train, dtype=dtype,
+                channels_last=bench.channels_last, max_seconds=bench.seconds,
+            )  # fmt: skip
+            row.append(f"{rate:,.0f}")
+    return row
+
+
+def run(args: argparse.Namespace) -> None:
+    names = [n.strip() for n in args.names.split(",")] if args.names else list_models()
+    for name in names:
+        model_info(name)  # an unknown name fails before any work, listing the valid ones
+    widths = parse_widths(args.width)
+    header = ["name", "family", "width", "params", "MFLOPs/img"]
+    if args.bench:
+        header += [f"{'train' if train else 'infer'} {dtype}" for train, dtype in BENCH_COLUMNS]
+    print(" | ".join(header))
+    print(" | ".join("---" for _ in header))
+    for name in names:
+        print(" | ".join(table_row(name, widths.get(name, widths["*"]), args if args.bench else None)), flush=True)
+    print("\nMFLOPs/img: forward FLOPs of one 3x32x32 image, counted by torch.utils.flop_counter "
+          "(convolutions and matrix multiplies; one multiply-add = 2 FLOPs).")  # fmt: skip
+    if args.bench:
+        native = "native" if bf16_is_native() else "emulated: this CPU has no bf16 instructions"
+        print(f"train/infer: images/s at batch {args.batch_size} (train = forward, backward, SGD step; median "
+              f"of single steps after one warmup); bf16 = torch.autocast(cpu, bfloat16), {native}.")  # fmt: skip

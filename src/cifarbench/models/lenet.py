@@ -1,0 +1,39 @@
+"""LeNet-5: LeCun, Bottou, Bengio & Haffner, "Gradient-based learning applied to document recognition",
+Proc. IEEE 1998.
+
+The paper's network already takes 32x32 inputs, so the layout is unchanged: conv5 (6) -> pool ->
+conv5 (16) -> pool -> FC 120 -> FC 84 -> FC classes (~62k parameters). Adapted as in most modern
+re-implementations: 3 input channels, ReLU instead of scaled tanh, max instead of trainable average
+pooling, a full C3 connection table and a linear output instead of RBF units. `width` scales the convs
+and the hidden FC layers; `batch_norm=True` adds BN after each conv (not in the paper).
+"""
+
+from __future__ import annotations
+
+import torch.nn as nn
+
+from cifarbench.models.layers import classifier, norm_layer, scaled
+from cifarbench.models.registry import register_model
+
+
+class LeNet(nn.Module):
+    def __init__(self, *, num_classes: int, width: float, batch_norm: bool, dropout: float):
+        super().__init__()
+        c1, c2, f1, f2 = (scaled(c, width) for c in (6, 16, 120, 84))
+        norm = norm_layer(batch_norm)
+        self.features = nn.Sequential(
+            nn.Conv2d(3, c1, 5), norm(c1), nn.ReLU(inplace=True), nn.MaxPool2d(2),  # 32 -> 28 -> 14
+            nn.Conv2d(c1, c2, 5), norm(c2), nn.ReLU(inplace=True), nn.MaxPool2d(2),  # 14 -> 10 -> 5
+            nn.Flatten(),
+            nn.Linear(c2 * 5 * 5, f1), nn.ReLU(inplace=True),
+            nn.Linear(f1, f2), nn.ReLU(inplace=True),
+        )  # fmt: skip
+        self.classifier = classifier(f2, num_classes, dropout)
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+@register_model(family="lenet", paper="LeCun et al. 1998, Proc. IEEE", batch_norm=False)
+def lenet5(**kw):
+    return LeNet(**kw)

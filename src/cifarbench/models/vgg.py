@@ -1,0 +1,61 @@
+"""VGG: Simonyan & Zisserman, "Very deep convolutional networks for large-scale image recognition",
+ICLR 2015; with batch norm after every conv (Ioffe & Szegedy 2015) as in torchvision's vgg*_bn.
+
+Adapted to 32x32 as in kuangliu/pytorch-cifar: the paper's conv stacks (configurations A, B, D, E) and
+five 2x2 max pools are kept, which leave 512 x 1 x 1; the three 4096-unit FC layers (sized for 7x7x512)
+become one linear layer, preceded by the paper's dropout 0.5. VGG16-BN has 14.73M parameters.
+"""
+
+from __future__ import annotations
+
+import torch.nn as nn
+
+from cifarbench.models.layers import classifier, conv_bn_relu, scaled
+from cifarbench.models.registry import register_model
+
+register = register_model(family="vgg", paper="Simonyan & Zisserman 2015, ICLR", batch_norm=True, dropout=0.5)
+
+# Table 1 of the paper: output channels of each 3x3 conv, "M" = 2x2 max pool.
+CONFIGS = {
+    11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    13: [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    16: [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+    19: [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
+}
+
+
+class VGG(nn.Module):
+    def __init__(self, depth: int, *, num_classes: int, width: float, batch_norm: bool, dropout: float):
+        super().__init__()
+        layers, cin = [], 3
+        for item in CONFIGS[depth]:
+            if item == "M":
+                layers.append(nn.MaxPool2d(2))
+            else:
+                layers.append(conv_bn_relu(cin, scaled(item, width), batch_norm=batch_norm))
+                cin = scaled(item, width)
+        self.features = nn.Sequential(*layers)  # 32 px -> 1 px after five pools
+        self.classifier = classifier(cin, num_classes, dropout)
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+@register
+def vgg11(**kw):
+    return VGG(11, **kw)
+
+
+@register
+def vgg13(**kw):
+    return VGG(13, **kw)
+
+
+@register
+def vgg16(**kw):
+    return VGG(16, **kw)
+
+
+@register
+def vgg19(**kw):
+    return VGG(19, **kw)
