@@ -183,10 +183,12 @@ def test_throughput_is_positive_and_leaves_model_untouched(train, dtype):
 
 def test_models_command(capsys):
     assert main(["models", "--names", "lenet5,lstm", "--width", "lenet5=2", "--bench", "--batch-size", "4",
-                 "--seconds", "0"]) == 0  # fmt: skip
+                 "--seconds", "0", "--bf16", "on"]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert "MFLOPs/img" in out and "train fp32" in out and "infer bf16" in out
     assert "lenet5 | lenet | 2 | 244,962 |" in out and "lstm | recurrent | 1 | 117,002 |" in out
+    assert main(["models", "--names", "mlp", "--bench", "--batch-size", "4", "--seconds", "0", "--bf16", "off"]) == 0
+    assert "train fp32 | infer fp32\n" in capsys.readouterr().out
     assert main(["models", "--names", "lenet5,nope"]) == 2
     assert "valid names" in capsys.readouterr().err
     assert main(["models", "--width", "wide"]) == 2

@@ -8,19 +8,24 @@ from cifarbench.errors import ConfigError
 from cifarbench.models.profile import bf16_is_native, count_parameters, flops_per_image, throughput
 from cifarbench.models.registry import build_model, list_models, model_info
 
-BENCH_COLUMNS = [(train, dtype) for train in (True, False) for dtype in ("fp32", "bf16")]
-
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--names", help="comma-separated models (default: all); see the table for names")
     parser.add_argument(
-        "--width", default="1", help="channel multiplier: one number for all, or per model as NAME=W,NAME=W "
-        "(unlisted models get 1); default %(default)s",
+        "--width", default="1",
+        help="channel multiplier: one number, or NAME=W,NAME=W (unlisted models get 1); default %(default)s",
     )  # fmt: skip
     parser.add_argument("--bench", action="store_true", help="measure train and inference images/s (slow)")
     parser.add_argument("--batch-size", type=int, default=128, help="batch of the --bench steps (default %(default)s)")
-    parser.add_argument("--seconds", type=float, default=10.0, help="--bench: timing budget per cell, after one warmup step")
+    parser.add_argument(
+        "--seconds", type=float, default=10.0, help="--bench: timing budget per cell after one warmup step"
+    )  # fmt: skip
     parser.add_argument("--channels-last", action="store_true", help="--bench: channels_last memory format")
+    parser.add_argument(
+        "--bf16", choices=["auto", "on", "off"], default="auto",
+        help="--bench under bf16 autocast too: auto = only where the CPU has bf16 instructions (emulated bf16 "
+        "is 3-25x slower than fp32)",
+    )  # fmt: skip
 
 
 def parse_widths(text: str) -> dict[str, float]:
@@ -34,16 +39,16 @@ def parse_widths(text: str) -> dict[str, float]:
         raise ConfigError(f"--width must be a number or NAME=W,NAME=W pairs, got {text!r}") from None
 
 
-def table_row(name: str, width: float, bench: argparse.Namespace | None) -> list[str]:
+def table_row(name: str, width: float, cells: list[tuple[bool, str]], args: argparse.Namespace) -> list[str]:
     model = build_model(name, width=width)
-    row = [name, model_info(name).family, f"{width:g}", f"{count_parameters(model):,}", f"{flops_per_image(model) / 1e6:,.1f}"]
-    if bench is not None:
-        for train, dtype in BENCH_COLUMNS:
-            rate = throughput(
-                model, batch_size=bench.batch_size, train=train, dtype=dtype,
-                channels_last=bench.channels_last, max_seconds=bench.seconds,
-            )  # fmt: skip
-            row.append(f"{rate:,.0f}")
+    params, mflops = count_parameters(model), flops_per_image(model) / 1e6
+    row = [name, model_info(name).family, f"{width:g}", f"{params:,}", f"{mflops:,.1f}"]
+    for train, dtype in cells:
+        rate = throughput(
+            model, batch_size=args.batch_size, train=train, dtype=dtype,
+            channels_last=args.channels_last, max_seconds=args.seconds,
+        )  # fmt: skip
+        row.append(f"{rate:,.0f}")
     return row
 
 
@@ -52,16 +57,23 @@ def run(args: argparse.Namespace) -> None:
     for name in names:
         model_info(name)  # an unknown name fails before any work, listing the valid ones
     widths = parse_widths(args.width)
+    bf16 = args.bf16 == "on" or (args.bf16 == "auto" and bf16_is_native())
+    dtypes = ["fp32", "bf16"] if bf16 else ["fp32"]
+    cells = [(train, dtype) for train in (True, False) for dtype in dtypes] if args.bench else []
     header = ["name", "family", "width", "params", "MFLOPs/img"]
-    if args.bench:
-        header += [f"{'train' if train else 'infer'} {dtype}" for train, dtype in BENCH_COLUMNS]
+    header += [f"{'train' if train else 'infer'} {dtype}" for train, dtype in cells]
     print(" | ".join(header))
     print(" | ".join("---" for _ in header))
     for name in names:
-        print(" | ".join(table_row(name, widths.get(name, widths["*"]), args if args.bench else None)), flush=True)
-    print("\nMFLOPs/img: forward FLOPs of one 3x32x32 image, counted by torch.utils.flop_counter "
-          "(convolutions and matrix multiplies; one multiply-add = 2 FLOPs).")  # fmt: skip
+        print(" | ".join(table_row(name, widths.get(name, widths["*"]), cells, args)), flush=True)
+    print(
+        "\nMFLOPs/img: forward FLOPs of one 3x32x32 image, counted by torch.utils.flop_counter "
+        "(convolutions and matrix multiplies; one multiply-add = 2 FLOPs)."
+    )
     if args.bench:
         native = "native" if bf16_is_native() else "emulated: this CPU has no bf16 instructions"
-        print(f"train/infer: images/s at batch {args.batch_size} (train = forward, backward, SGD step; median "
-              f"of single steps after one warmup); bf16 = torch.autocast(cpu, bfloat16), {native}.")  # fmt: skip
+        print(
+            f"train/infer: images/s at batch {args.batch_size} (train = forward, backward, SGD step); median of "
+            f"single steps after one warmup. bf16 = torch.autocast(cpu, bfloat16), {native}"
+            + ("." if bf16 else "; not measured (--bf16 on to measure).")
+        )

@@ -32,9 +32,8 @@ def bn_relu_conv(cin: int, cout: int, kernel_size: int, batch_norm: bool) -> nn.
 class DenseLayer(nn.Module):
     def __init__(self, cin: int, growth: int, batch_norm: bool):
         super().__init__()
-        self.body = nn.Sequential(
-            bn_relu_conv(cin, BOTTLENECK * growth, 1, batch_norm), bn_relu_conv(BOTTLENECK * growth, growth, 3, batch_norm)
-        )
+        mid = BOTTLENECK * growth
+        self.body = nn.Sequential(bn_relu_conv(cin, mid, 1, batch_norm), bn_relu_conv(mid, growth, 3, batch_norm))
 
     def forward(self, x):
         return torch.cat([x, self.body(x)], 1)

@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch.nn as nn
-from pydantic import field_validator, model_validator
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from cifarbench.config import Section
 from cifarbench.errors import ConfigError
@@ -70,11 +69,11 @@ def build_model(
     family's default (`model_info(name)`); dropout p is the probability of dropping.
     """
     info = model_info(name)
-    if not (isinstance(num_classes, int) and num_classes >= 1):
+    if not (_is_number(num_classes) and isinstance(num_classes, int) and num_classes >= 1):
         raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
-    if not (isinstance(width, (int, float)) and math.isfinite(width) and width > 0):
+    if not (_is_number(width) and math.isfinite(width) and width > 0):
         raise ConfigError(f"width must be a number > 0, got {width!r}")
-    if dropout is not None and not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
+    if dropout is not None and not (_is_number(dropout) and 0 <= dropout < 1):
         raise ConfigError(f"dropout must be a probability in [0, 1), got {dropout!r}")
     kwargs = dict(num_classes=num_classes, width=float(width))
     kwargs["dropout"] = info.default_dropout if dropout is None else float(dropout)
@@ -83,6 +82,10 @@ def build_model(
     elif batch_norm is not None:
         raise ConfigError(f"batch_norm does not apply to {name} ({info.family}); leave it unset")
     return info.factory(**kwargs)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class ModelConfig(Section):
