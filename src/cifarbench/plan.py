@@ -43,7 +43,8 @@ class Budget(Section):
     train_subset: int | None = Field(None, ge=10, description="first N of the (shuffled) training split; None = all")
     val_subset: int | None = Field(None, ge=10, description="first N of the validation split, for per-epoch checks")
     test_subset: int | None = Field(None, ge=10, description="first N test images; None = all 10,000")
-    tune: bool = Field(True, description="run the Optuna stage; off = recipe lr/wd")
+    tune_trials: int = Field(0, ge=0, description="Optuna trials per architecture; 0 = no tuning, recipe lr/wd")
+    tune_epochs: int | None = Field(None, ge=1, description="epochs per trial; None = the preset's epochs")
     model: Tree = {}
     train: Tree = {}
 
@@ -207,7 +208,10 @@ def all_cells(plan: PlanConfig, tuned: dict[str, Tree] | None = None) -> list[Ce
 
 
 def read_tuned(path: Path) -> Tree | None:
-    """The tune stage's best {lr, weight_decay} for one architecture, or None when the preset does not tune."""
+    """The tune stage's best {lr, weight_decay} for one architecture, or None when the preset does not tune.
+
+    The file (written by cifarbench.tuning) holds {"tuned": bool, "optimizer": {"lr": .., "weight_decay": ..}, ...}.
+    """
     if not Path(path).is_file():
         raise ConfigError(f"{path} not found: run `dvc repro` (the tune stage writes it)")
     values = json.loads(Path(path).read_text())

@@ -1,0 +1,75 @@
+"""A throwaway copy of the project as a real git + DVC repo, for pipeline tests.
+
+The pipeline's files (dvc.yaml, params.yaml, stages/, src/ for DVC's dependency hashes) are copied;
+the stages import the installed cifarbench package. params.yaml is edited the way a user would.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent  # the venv running the tests: dvc, mlflow and python come from here
+
+
+class Project:
+    def __init__(self, path: Path):
+        self.path = path
+
+    @classmethod
+    def create(cls, path: Path, **params) -> Project:
+        for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
+            shutil.copy(ROOT / name, path / name)
+        for name in ("stages", "src"):
+            shutil.copytree(ROOT / name, path / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        project = cls(path)
+        project.git("init", "-q")
+        project.run("dvc", "init", "-q")
+        project.run("dvc", "config", "core.analytics", "false")
+        project.set_params(**params)
+        project.git("add", "-A")
+        project.git("commit", "-qm", "pipeline")
+        return project
+
+    @property
+    def params(self) -> dict:
+        return yaml.safe_load((self.path / "params.yaml").read_text())
+
+    def set_params(self, **changes) -> None:
+        """Set dotted keys, `data__url="..."` style (`__` separates levels); None deletes a key."""
+        tree = self.params
+        for dotted, value in changes.items():
+            *parents, last = dotted.split("__")
+            node = tree
+            for key in parents:
+                node = node[key]
+            if value is None:
+                node.pop(last, None)
+            else:
+                node[last] = value
+        (self.path / "params.yaml").write_text(yaml.safe_dump(tree, sort_keys=False))
+
+    def env(self, **extra) -> dict:
+        env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
+               "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
+               "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
+        env.pop("MLFLOW_TRACKING_URI", None)
+        return {**env, **extra}
+
+    def run(self, *cmd: str, check: bool = True, **env) -> subprocess.CompletedProcess:
+        result = subprocess.run(cmd, cwd=self.path, env=self.env(**env), capture_output=True, text=True)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def git(self, *args: str) -> None:
+        self.run("git", *args)
+
+    def repro(self, *targets: str, check: bool = True, **env) -> subprocess.CompletedProcess:
+        return self.run("dvc", "repro", *targets, check=check, **env)
