@@ -25,7 +25,7 @@ def with_changes(**changes) -> dict:
     return tree
 
 
-@pytest.mark.parametrize("preset", ["smoke", "default", "full"])
+@pytest.mark.parametrize("preset", ["smoke", "default", "nightly", "full"])
 def test_every_preset_resolves_every_cell(preset):
     cells = all_cells(load_plan(with_changes(preset=preset)))
     assert len(cells) == len(PARAMS["architectures"]) * len(PARAMS["ablations"])
@@ -63,7 +63,7 @@ def test_config_hash_tracks_the_config():
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"preset": "huge"}, "preset: 'huge' is not defined; presets: smoke, default, full"),
+        ({"preset": "huge"}, "preset: 'huge' is not defined; presets: smoke, default, nightly, full"),
         ({"architectures__resnet99": {}}, "unknown model 'resnet99'; valid names: "),
         ({"ablations__l1__train": {"optimizer": {"lr": -1}}}, r"train.optimizer.lr \(cell \w+/l1, set in .*ablations.l1\): Input should be greater than 0"),
         ({"ablations__flip__train": {"augment": {"policy": "flipp"}}}, r"train.augment.policy .*ablations.flip.*flipp"),
