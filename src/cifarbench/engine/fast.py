@@ -3,8 +3,8 @@
 - autocast: bf16 on CUDA when supported (else fp16 with a GradScaler); bf16 on a CPU only with native
   bf16 instructions (AVX512-BF16 or AMX) — without them oneDNN emulates bf16 and a step is ~2.5x *slower*
   (measured on an AVX2-only EPYC, 64-channel 3x3 conv, batch 128).
-- channels_last: conv kernels (oneDNN on CPU, cuDNN on GPU) run NHWC natively; 2.2x on that same conv in
-  fp32 on the CPU. Our uint8 NHWC data makes the input channels_last for free.
+- channels_last (the model's parameters): conv kernels (oneDNN on CPU, cuDNN on GPU) run NHWC natively;
+  2.2x on that same conv in fp32 on the CPU. The NCHW input is taken as is (see `augment`).
 - data held as tensors on the device (on CUDA the whole split lives in GPU memory).
 - torch.compile only when asked (`compile: true`): its first epoch pays the compilation.
 

@@ -1,8 +1,8 @@
 """Training one (architecture, ablation, seed) run: `fit` returns its history and status; `evaluate`
 returns loss, accuracy, per-class accuracy and the confusion matrix. Nothing here prints or logs.
 
-Data stay uint8 NHWC tensors on the device; each batch is gathered, augmented and normalized there
-(see `augment`). Randomness: the shuffle order and the augmentation draw from two `torch.Generator`s
+Data stay uint8 tensors on the device (NCHW, converted once from the Split's NHWC); each batch is
+gathered, augmented and normalized there (see `augment`). Randomness: the shuffle order and the augmentation draw from two `torch.Generator`s
 seeded by `seed`; dropout draws from the global RNG, which `fit` seeds inside `torch.random.fork_rng`
 (the caller's RNG is left as it was). Model initialization is the caller's: seed before `build_model`.
 """
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cifarbench.data.splits import Split
-from cifarbench.engine.augment import build_augment, to_input
+from cifarbench.engine.augment import build_augment, normalize, to_nchw
 from cifarbench.engine.checkpoint import load_checkpoint, save_checkpoint
 from cifarbench.engine.config import TrainConfig
 from cifarbench.engine.fast import FastPaths, choose, resolve_device
@@ -67,7 +67,7 @@ def evaluate(
     """Evaluate in eval mode without gradients; the model's train/eval mode is restored afterwards."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     paths = choose(device, fast=fast, compile=False)
-    return _evaluate(model, split.images.to(device), split.labels.to(device), batch_size, paths)
+    return _evaluate(model, to_nchw(split.images.to(device)), split.labels.to(device), batch_size, paths)
 
 
 def fit(
@@ -117,8 +117,8 @@ class _Run:
         device = torch.device(paths.device)
         self.model = model.to(device, memory_format=torch.channels_last if paths.channels_last else torch.preserve_format)
         self.forward = torch.compile(model) if paths.compiled else model
-        self.train_x, self.train_y = train.images.to(device), train.labels.to(device)
-        self.val_x, self.val_y = val.images.to(device), val.labels.to(device)
+        self.train_x, self.train_y = to_nchw(train.images.to(device)), train.labels.to(device)
+        self.val_x, self.val_y = to_nchw(val.images.to(device)), val.labels.to(device)
         self.batch = min(cfg.batch_size, len(train))
         self.steps_per_epoch = len(train) // self.batch  # the last partial batch is dropped
 
@@ -169,8 +169,8 @@ class _Run:
         correct = torch.zeros((), dtype=torch.long, device=self.train_y.device)
         for i in range(self.steps_per_epoch):
             idx = order[i * n : (i + 1) * n]
-            x = self.augment(self.train_x[idx], self.g_augment, channels_last=self.paths.channels_last)
-            y = self.train_y[idx]
+            x = self.augment(self.train_x.index_select(0, idx), self.g_augment)
+            y = self.train_y.index_select(0, idx)
             set_lr(self.optimizer, self.schedule.factor(self.step))
             with self.paths.autocast_context():
                 logits = self.forward(x)
@@ -261,7 +261,7 @@ def _evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batc
     loss = torch.zeros((), device=labels.device, dtype=torch.float64)
     counts = None
     for i in range(0, len(labels), batch_size):
-        x = to_input(images[i : i + batch_size], channels_last=paths.channels_last)
+        x = normalize(images[i : i + batch_size])
         y = labels[i : i + batch_size]
         with paths.autocast_context():
             logits = model(x).float()
