@@ -1,0 +1,147 @@
+"""Tonight against the baseline, per (architecture, ablation) cell. Pure functions on DataFrames.
+
+A cell summary (`summarize`, and the rows of baseline.json) has the columns SUMMARY:
+    n             seeds that finished (not diverged); their test accuracy gives mean and std (sample sd)
+    diverged      seeds whose loss stopped being finite
+    images_per_s  median over seeds of each run's median training images/s per epoch
+    hardware      "<fast.device> / <host_cpu>" as the runs recorded it
+
+Accuracy: a cell regresses when tonight's mean is below the baseline's by more than
+max(k * sigma, floor). sigma is the standard error of the difference of the two means, from the seed
+sd pooled over both nights (more degrees of freedom than either alone):
+    sigma = s_pooled * sqrt(1/n_tonight + 1/n_baseline)
+With one seed per side there is no spread to pool and the floor alone decides.
+
+Throughput: the ratio tonight / baseline, only when both recorded the same hardware; a different device or
+CPU says nothing about the code, so the cell is marked "not compared".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from cifarbench.nightly.config import NightlyConfig
+
+CELL = ["arch", "ablation"]
+SUMMARY = [*CELL, "n", "mean", "std", "diverged", "images_per_s", "hardware"]
+GATING = {"accuracy": ("regressed", "diverged"), "throughput": ("slower",)}
+
+
+def cell_name(row) -> str:
+    return f"{row['arch']}/{row['ablation']}"
+
+
+def summarize(runs: pd.DataFrame, cells: list[tuple[str, str]]) -> pd.DataFrame:
+    """One summary row per cell in `cells` (in that order) from current training runs, one row per seed.
+
+    `runs` is a `cifarbench.report.runs.load_runs` frame (arch, ablation, status, metrics.test_acc,
+    metrics.images_per_s, tags.fast.device, tags.host_cpu). A cell without runs gets n = 0.
+    """
+    runs = runs.reindex(columns=[*CELL, "status", "metrics.test_acc", "metrics.images_per_s",
+                                 "tags.fast.device", "tags.host_cpu"])
+    rows = []
+    for arch, ablation in cells:
+        mine = runs[(runs["arch"] == arch) & (runs["ablation"] == ablation)]
+        done = mine[mine["status"] != "diverged"]
+        accs = done["metrics.test_acc"].dropna()
+        speeds = mine["metrics.images_per_s"].dropna()
+        hardware = sorted({f"{d} / {h}" for d, h in zip(mine["tags.fast.device"], mine["tags.host_cpu"])})
+        rows.append({
+            "arch": arch, "ablation": ablation, "n": len(accs),
+            "mean": accs.mean() if len(accs) else math.nan,
+            "std": accs.std(ddof=1) if len(accs) > 1 else 0.0,
+            "diverged": int((mine["status"] == "diverged").sum()),
+            "images_per_s": speeds.median() if len(speeds) else math.nan,
+            "hardware": " + ".join(hardware),
+        })  # fmt: skip
+    return pd.DataFrame(rows, columns=SUMMARY)
+
+
+def sigma(n: int, std: float, n_base: int, std_base: float) -> float:
+    """Standard error of (mean - mean_base) from the pooled seed sd; 0 without degrees of freedom."""
+    dof = n + n_base - 2
+    if n < 1 or n_base < 1 or dof < 1:
+        return 0.0
+    pooled = ((n - 1) * std**2 + (n_base - 1) * std_base**2) / dof
+    return math.sqrt(pooled * (1 / n + 1 / n_base))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One row per cell of tonight or the baseline: both summaries (`_base` suffix) and the verdicts.
+
+    accuracy:   regressed | improved | steady | diverged (more seeds than in the baseline) | missing | new
+    throughput: slower | faster | steady | not compared (other hardware) | "" (no numbers)
+    """
+
+    cells: pd.DataFrame
+
+    def gating(self) -> pd.DataFrame:
+        """The cells that fail the night."""
+        cells = self.cells
+        return cells[cells["accuracy"].isin(GATING["accuracy"]) | cells["throughput"].isin(GATING["throughput"])]
+
+    @property
+    def failed(self) -> bool:
+        return not self.gating().empty
+
+    def regressed_names(self) -> list[str]:
+        return [f"{cell_name(r)} ({_why(r)})" for _, r in self.gating().iterrows()]
+
+    def count(self, column: str, verdict: str) -> int:
+        return int((self.cells[column] == verdict).sum())
+
+
+def compare(tonight: pd.DataFrame, baseline: pd.DataFrame, cfg: NightlyConfig) -> Comparison:
+    """Each cell of tonight or the baseline, compared (both frames have the SUMMARY columns)."""
+    base = baseline.reindex(columns=SUMMARY)
+    merged = tonight.reindex(columns=SUMMARY).merge(base, on=CELL, how="outer", suffixes=("", "_base"))
+    for column in ("n", "diverged", "n_base", "diverged_base"):
+        merged[column] = merged[column].fillna(0).astype(int)
+    verdicts = [_accuracy(row, cfg) | _throughput(row, cfg) for _, row in merged.iterrows()]
+    cells = pd.concat([merged, pd.DataFrame(verdicts, index=merged.index)], axis=1)
+    return Comparison(cells.sort_values(CELL, kind="stable").reset_index(drop=True))
+
+
+def _accuracy(row, cfg: NightlyConfig) -> dict:
+    s = sigma(row["n"], row["std"], row["n_base"], row["std_base"])
+    threshold = max(cfg.k * s, cfg.floor)
+    delta = row["mean"] - row["mean_base"] if row["n"] and row["n_base"] else math.nan
+    if row["n"] == 0 and row["diverged"] <= row["diverged_base"]:
+        verdict = "missing"
+    elif row["diverged"] > row["diverged_base"]:
+        verdict = "diverged"
+    elif row["n_base"] == 0:
+        verdict = "new"
+    elif delta < -threshold:
+        verdict = "regressed"
+    elif delta > threshold:
+        verdict = "improved"
+    else:
+        verdict = "steady"
+    return {"accuracy": verdict, "delta": delta, "sigma": s, "threshold": threshold}
+
+
+def _throughput(row, cfg: NightlyConfig) -> dict:
+    speed, base = row["images_per_s"], row["images_per_s_base"]
+    if not (speed > 0 and base > 0):
+        return {"throughput": "", "ratio": math.nan}
+    if row["hardware"] != row["hardware_base"]:
+        return {"throughput": "not compared", "ratio": math.nan}
+    ratio = speed / base
+    verdict = "slower" if ratio < 1 - cfg.max_slowdown else "faster" if ratio > 1 / (1 - cfg.max_slowdown) else "steady"
+    return {"throughput": verdict, "ratio": ratio}
+
+
+def _why(row) -> str:
+    reasons = []
+    if row["accuracy"] == "regressed":
+        reasons.append(f"accuracy {100 * row['delta']:+.2f} points, threshold {100 * row['threshold']:.2f}")
+    if row["accuracy"] == "diverged":
+        reasons.append(f"{row['diverged']} seed(s) diverged, baseline {row['diverged_base']}")
+    if row["throughput"] == "slower":
+        reasons.append(f"throughput x{row['ratio']:.2f}")
+    return "; ".join(reasons)
