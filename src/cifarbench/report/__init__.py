@@ -1,0 +1,22 @@
+"""The comparison report: the pipeline's current MLflow runs -> pandas -> reports/ (Markdown, one
+self-contained HTML file, figures, metrics.json).
+
+    runs.py      MLflow -> DataFrames (load_runs, load_histories, load_tuning; reusable on their own)
+    tables.py    the numbers: leaderboard, paired deltas with 95% intervals, effects, Pareto front
+    figures.py   matplotlib figures
+    sections.py  the report's sections, in reading order
+    render.py    Markdown and HTML
+    build.py     the `report` stage and `cifarbench report`
+"""
+
+from cifarbench.report.runs import load_histories, load_runs, load_tuning
+
+
+def report_main(argv: list[str]) -> int:
+    """`stages/report.py` (run in the warm worker, see cifarbench.worker)."""
+    from cifarbench.report.build import main
+
+    return main(argv)
+
+
+__all__ = ["load_histories", "load_runs", "load_tuning", "report_main"]

@@ -1,0 +1,119 @@
+"""The `report` stage and `cifarbench report [--open]`: gather the current runs of this params.yaml's plan from
+MLflow, build the document, write reports/ atomically.
+
+    reports/comparison.md     GitHub-rendered; figures linked from reports/figures/
+    reports/comparison.html   one self-contained file (figures inline): open it in any browser
+    reports/figures/*.png
+    reports/metrics.json      headline numbers for `dvc metrics show`
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import webbrowser
+from pathlib import Path
+
+from cifarbench.config import TrackingConfig, load_params, parse_section
+from cifarbench.errors import ConfigError
+from cifarbench.io import atomic_path, write_json_atomic
+from cifarbench.pipeline import tuned_path
+from cifarbench.plan import all_cells, load_plan, read_tuned
+from cifarbench.report import tables
+from cifarbench.report.render import Image, to_html, to_markdown
+from cifarbench.report.runs import load_histories, load_runs, load_tuning
+from cifarbench.report.sections import Inputs, document
+from cifarbench.tracking import provenance, tracking_uri
+
+REPORTS = Path("reports")
+DVC_LOCK = Path("dvc.lock")
+
+
+def gather(tree: dict) -> Inputs:
+    plan = load_plan(tree)
+    tracking = parse_section(TrackingConfig, tree.get("tracking"), "tracking")
+    tuned = {arch: _read_tuned(plan.preset, arch) for arch in plan.architectures}
+    expected = tables.expected_cells(all_cells(plan, tuned))
+    uri = tracking_uri(tracking)
+    runs, left_out = tables.select_current(load_runs(uri, tracking.experiment, plan.preset), expected)
+    here = provenance()
+    return Inputs(
+        preset=plan.preset, archs=list(plan.architectures), ablations=list(plan.ablations), expected=expected,
+        runs=runs, left_out=left_out, histories=load_histories(uri, runs),
+        studies=load_tuning(uri, tracking.experiment, plan.preset), tuned=tuned,
+        provenance={
+            "git commit of this report": here["git_commit"] + (" (dirty work tree)" if here["git_dirty"] == "true" else ""),
+            "dvc.lock sha256 (first 16)": _digest(DVC_LOCK),
+            "MLflow store / experiment": f"{uri} / {tracking.experiment}",
+        },
+    )  # fmt: skip
+
+
+def _read_tuned(preset: str, arch: str) -> dict | None:
+    try:
+        return read_tuned(tuned_path(preset, arch))
+    except ConfigError:  # the tune stage has not run: no cell of this arch has either
+        return None
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "no dvc.lock"
+
+
+def write_report(inputs: Inputs, out: Path = REPORTS) -> dict:
+    """Write every output of the report into `out`; returns the metrics written to metrics.json."""
+    doc, metrics = document(inputs)
+    images = [b for s in doc.sections for b in s.blocks if isinstance(b, Image)]
+    _replace_folder(out / "figures", {image.name: image.png for image in images})
+    for name, text in (("comparison.md", to_markdown(doc)), ("comparison.html", to_html(doc))):
+        with atomic_path(out / name) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    write_json_atomic(out / "metrics.json", metrics)
+    return metrics
+
+
+def _replace_folder(folder: Path, files: dict[str, bytes]) -> None:
+    """Fill a fresh temporary folder, then swap it in: no stale figure of an earlier plan survives."""
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, data in files.items():
+        (tmp / name).write_bytes(data)
+    old = folder.with_name(f".{folder.name}.{os.getpid()}.old")
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def report_stage(tree: dict, out: Path = REPORTS) -> dict:
+    inputs = gather(tree)
+    metrics = write_report(inputs, out)
+    runs = metrics["runs"]
+    print(f"report: {out / 'comparison.html'} and comparison.md, {runs['found']} of {runs['planned']} runs, "
+          f"{runs['missing']} missing, {runs['left_out']} left out", flush=True)
+    return metrics
+
+
+def main(argv: list[str]) -> int:
+    from cifarbench.cli import run_reporting_errors
+
+    parser = argparse.ArgumentParser(prog="stages/report.py", description="build reports/ from the current MLflow runs")
+    parser.parse_args(argv)
+    return run_reporting_errors(lambda: report_stage(load_params()) and None)
+
+
+# `cifarbench report` (cifarbench.cli)
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
+    parser.add_argument("--open", action="store_true", help="then open reports/comparison.html in the web browser")
+
+
+def run(args: argparse.Namespace) -> None:
+    report_stage(load_params(args.params))
+    page = (REPORTS / "comparison.html").resolve().as_uri()
+    if args.open and webbrowser.open(page):
+        return
+    print(f"view it: open {page} in a browser, or read {REPORTS / 'comparison.md'} (renders on GitHub)")

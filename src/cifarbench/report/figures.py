@@ -1,0 +1,138 @@
+"""The report's figures, drawn with matplotlib's object API (no pyplot, so no global backend or state).
+
+Each function returns a Figure; `png_bytes` renders it. Accuracies are drawn in percent, deltas in
+percentage points.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+from matplotlib.colors import TwoSlopeNorm
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import EngFormatter, MaxNLocator, NullFormatter
+
+from cifarbench.plan import BASELINE
+
+DPI = 100
+MISSING_GREY = "#d9d9d9"
+GROUP_COLOURS = {"regularization": "#4c72b0", "augmentation": "#dd8452", "baseline": "#555555"}
+
+
+def png_bytes(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def delta_heatmap(deltas: pd.DataFrame, archs: list[str], ablations: list[str]) -> Figure:
+    """Architecture x ablation, colour = mean test-accuracy delta vs the baseline (points); '*' where the
+    paired 95% interval excludes zero; grey cells say n/a or missing."""
+    cells = deltas.set_index(["arch", "ablation"])
+    values = np.array([[100 * cells.loc[(a, b), "delta"] for b in ablations] for a in archs], dtype=float)
+    span = max(np.nanmax(np.abs(values)) if np.isfinite(values).any() else 0.0, 0.5)
+    fig = Figure(figsize=(1.1 * len(ablations) + 2.5, 0.75 * len(archs) + 1.6))
+    ax = fig.add_subplot()
+    ax.set_facecolor(MISSING_GREY)
+    image = ax.imshow(np.ma.masked_invalid(values), cmap="RdBu", norm=TwoSlopeNorm(0.0, -span, span), aspect="auto")
+    for i, arch in enumerate(archs):
+        for j, ablation in enumerate(ablations):
+            c = cells.loc[(arch, ablation)]
+            ax.text(j, i, _cell_label(c), ha="center", va="center", fontsize=8,
+                    color="white" if np.isfinite(values[i, j]) and abs(values[i, j]) > 0.6 * span else "black")
+    ax.set_xticks(range(len(ablations)), ablations, rotation=35, ha="right")
+    ax.set_yticks(range(len(archs)), archs)
+    ax.tick_params(length=0)
+    bar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
+    bar.set_label("test accuracy minus baseline (points)")
+    ax.set_title("Test-accuracy change vs each architecture's baseline   (* = 95% interval excludes 0)", fontsize=10)
+    return fig
+
+
+def _cell_label(c: pd.Series) -> str:
+    if c["state"] != "ok":
+        return c["state"]
+    text = f"{100 * c['delta']:+.1f}{'*' if c['excludes_zero'] else ''}"
+    if np.isfinite(c["lo"]):
+        text += f"\n[{100 * c['lo']:+.1f}, {100 * c['hi']:+.1f}]"
+    return text
+
+
+def effects_bars(table: pd.DataFrame) -> Figure:
+    """Mean delta over architectures per ablation (bar), with the range over architectures (whisker)."""
+    table = table.dropna(subset=["mean_delta"]).iloc[::-1]
+    fig = Figure(figsize=(8, 0.4 * len(table) + 1.2), layout="constrained")
+    ax = fig.add_subplot()
+    y = np.arange(len(table))
+    mean, low, high = (100 * table[c].to_numpy() for c in ("mean_delta", "min_delta", "max_delta"))
+    ax.barh(y, mean, color=[GROUP_COLOURS.get(g, "grey") for g in table["group"]])
+    ax.errorbar(mean, y, xerr=[mean - low, high - mean], fmt="none", ecolor="black", capsize=3, lw=1)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(y, table.index)
+    ax.set_xlabel("test accuracy minus baseline, mean over architectures (points); whisker = range over architectures")
+    groups = [g for g in GROUP_COLOURS if g in set(table["group"])]
+    ax.legend([Patch(color=GROUP_COLOURS[g]) for g in groups], groups, loc="best", fontsize=8)
+    return fig
+
+
+def learning_curves(history: pd.DataFrame, runs: pd.DataFrame, arch: str, ablations: list[str]) -> Figure:
+    """Mean over seeds per epoch: validation solid, training dashed; x marks a seed's early stop."""
+    fig = Figure(figsize=(11, 3.6), layout="constrained")
+    acc_ax, loss_ax = fig.subplots(1, 2)
+    colours = _ablation_colours(ablations)
+    h = history[history["arch"] == arch]
+    for ablation in ablations:
+        curve = h[h["ablation"] == ablation].groupby("epoch").mean(numeric_only=True)
+        if curve.empty:
+            continue
+        on_top = ablation == BASELINE  # drawn thick and above the ablations that equal it
+        style = {"color": colours[ablation], "lw": 2.4 if on_top else 1.3, "zorder": 3 if on_top else 2}
+        for ax, key, scale in ((acc_ax, "acc", 100), (loss_ax, "loss", 1)):
+            ax.plot(curve.index, scale * curve[f"val_{key}"], label=ablation, **style)
+            ax.plot(curve.index, scale * curve[f"train_{key}"], ls="--", alpha=0.7, **style)
+        stopped = runs[(runs["arch"] == arch) & (runs["ablation"] == ablation) & runs["status"].eq("early_stopped")]
+        for epoch in stopped["metrics.stopped_epoch"].dropna():
+            acc_ax.plot(epoch, 100 * curve["val_acc"].get(epoch, np.nan), "x", color=colours[ablation], ms=9, mew=2)
+    acc_ax.set(title=f"{arch}: accuracy (%)", xlabel="epoch")
+    loss_ax.set(title=f"{arch}: loss", xlabel="epoch")
+    for ax in (acc_ax, loss_ax):
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    loss_ax.plot([], [], color="grey", label="validation (solid)")
+    loss_ax.plot([], [], color="grey", ls="--", label="training (dashed)")
+    loss_ax.plot([], [], "x", color="grey", label="early stop")
+    loss_ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
+    return fig
+
+
+def _ablation_colours(ablations: list[str]) -> dict[str, str]:
+    from matplotlib import colormaps
+
+    palette = colormaps["tab20"].colors
+    others = [a for a in ablations if a != BASELINE]
+    return {BASELINE: "black", **{a: palette[i % len(palette)] for i, a in enumerate(others)}}
+
+
+def pareto(board: pd.DataFrame, fronts: dict[str, pd.Series]) -> Figure:
+    """Baseline test accuracy (mean, std bar) against FLOPs and against parameters; Pareto front joined."""
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    for ax, (column, label) in zip(fig.subplots(1, 2), (("flops_per_image", "FLOPs per image"), ("params", "parameters"))):
+        ok = board.dropna(subset=[column, "test_acc_mean"])
+        front = ok[fronts[column].reindex(ok.index, fill_value=False)].sort_values(column)
+        ax.errorbar(ok[column], 100 * ok["test_acc_mean"], yerr=100 * ok["test_acc_std"].fillna(0), fmt="o",
+                    mfc="white", color="#4c72b0", capsize=3)
+        ax.plot(front[column], 100 * front["test_acc_mean"], "o-", color="#c44e52", label="Pareto front")
+        for arch, row in ok.iterrows():
+            ax.annotate(arch, (row[column], 100 * row["test_acc_mean"]), textcoords="offset points", xytext=(5, 5),
+                        fontsize=8)
+        decades = np.log10(ok[column].to_numpy(dtype=float)) if len(ok) else np.array([0.0, 1.0])
+        ax.set(xscale="log", xlabel=f"{label} (log scale)", ylabel="baseline test accuracy (%)",
+               xlim=(10 ** np.floor(decades.min()), 10 ** np.ceil(decades.max() + 0.05)))  # >= 1 labelled decade
+        ax.xaxis.set_major_formatter(EngFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8, loc="lower right")
+    return fig

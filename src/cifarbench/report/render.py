@@ -1,0 +1,160 @@
+"""The report document (sections of text, tables and figures) and its two renderings:
+Markdown for GitHub (figures as relative links) and one self-contained HTML file (figures inline as
+base64 PNG, CSS inline, no external requests)."""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Table:
+    frame: pd.DataFrame  # already formatted for display (strings)
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str  # file name under figures/
+    png: bytes
+    alt: str
+
+
+@dataclass(frozen=True)
+class Bullets:
+    items: list[str]
+
+
+Block = Table | Image | Bullets | str  # a str is a paragraph
+
+
+@dataclass
+class Section:
+    anchor: str
+    title: str
+    guide: str  # the one-line reading guide under the heading
+    blocks: list[Block] = field(default_factory=list)
+
+
+@dataclass
+class Document:
+    title: str
+    intro: list[str]
+    sections: list[Section]
+
+
+def formatted(frame: pd.DataFrame, formats: dict[str, Callable[[object], str]], empty: str = "missing") -> pd.DataFrame:
+    """A copy with each listed column turned into display strings; NaN/None become `empty`."""
+    out = frame.copy().astype(object)
+    for column, fmt in formats.items():
+        if column in out:
+            out[column] = [empty if _blank(v) else fmt(v) for v in frame[column]]
+    return out.where(out.notna(), empty)
+
+
+def _blank(value) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def to_markdown(doc: Document) -> str:
+    lines = [f"# {doc.title}", "", *(f"{p}\n" for p in doc.intro), "## Contents", ""]
+    lines += [f"- [{s.title}](#{s.anchor})" for s in doc.sections] + [""]
+    for section in doc.sections:
+        lines += [f'<a id="{section.anchor}"></a>', "", f"## {section.title}", "", f"*{section.guide}*", ""]
+        for block in section.blocks:
+            if isinstance(block, Table):
+                lines += [_markdown_table(block.frame), ""]
+            elif isinstance(block, Image):
+                lines += [f"![{block.alt}](figures/{block.name})", ""]
+            elif isinstance(block, Bullets):
+                lines += [f"- {item}" for item in block.items] + [""]
+            else:
+                lines += [block, ""]
+    return "\n".join(lines)
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    """Cells as written (no re-parsing of "+1.50" into 1.5); numeric-looking columns right-aligned."""
+    align = ["left"] + ["right" if frame[c].map(_numeric).all() else "left" for c in frame.columns]
+    return frame.to_markdown(disable_numparse=True, colalign=align)
+
+
+def _numeric(value) -> bool:
+    text = str(value).lstrip("+-−")
+    return text[:1].isdigit() or text in ("missing", "n/a", "–", "")
+
+
+STYLE = """
+body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1f2328; margin: 0;
+       background: #f6f8fa; }
+main { max-width: 1240px; margin: 0 auto; padding: 24px 32px 64px; background: #fff; }
+h1 { font-size: 28px; margin: 8px 0 4px; }
+h2 { font-size: 21px; border-bottom: 1px solid #d0d7de; padding-bottom: 4px; margin-top: 40px; }
+p.guide { color: #57606a; font-style: italic; margin-top: -4px; }
+nav ul { columns: 2; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; margin: 12px 0; font-size: 13.5px; font-variant-numeric: tabular-nums; }
+th, td { border: 1px solid #d0d7de; padding: 4px 10px; text-align: right; white-space: nowrap; }
+th { background: #f0f3f6; }
+tbody th { text-align: left; }
+tr:nth-child(even) td { background: #fafbfc; }
+td.missing { color: #cf222e; }
+td.na { color: #8c959f; }
+img { max-width: 100%; height: auto; display: block; margin: 12px 0; }
+"""
+
+# Sets <body data-images-loaded="true"> once every image has decoded, for tests and anyone curious.
+IMAGES_LOADED_SCRIPT = """
+window.addEventListener("load", function () {
+  var images = Array.prototype.slice.call(document.images);
+  var ok = images.every(function (i) { return i.complete && i.naturalWidth > 0; });
+  document.body.setAttribute("data-images", String(images.length));
+  document.body.setAttribute("data-images-loaded", ok ? "true" : "false");
+});
+"""
+
+
+def to_html(doc: Document) -> str:
+    e = html.escape
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{e(doc.title)}</title><style>{STYLE}</style><script>{IMAGES_LOADED_SCRIPT}</script></head>",
+        "<body><main>", f"<h1>{e(doc.title)}</h1>", *(f"<p>{e(p)}</p>" for p in doc.intro),
+        "<nav><h2>Contents</h2><ul>",
+        *(f'<li><a href="#{s.anchor}">{e(s.title)}</a></li>' for s in doc.sections), "</ul></nav>",
+    ]  # fmt: skip
+    for section in doc.sections:
+        parts += [f'<section id="{section.anchor}">', f"<h2>{e(section.title)}</h2>", f'<p class="guide">{e(section.guide)}</p>']
+        for block in section.blocks:
+            if isinstance(block, Table):
+                parts.append(f'<div class="scroll">{_html_table(block.frame)}</div>')
+            elif isinstance(block, Image):
+                data = base64.b64encode(block.png).decode("ascii")
+                parts.append(f'<img src="data:image/png;base64,{data}" alt="{e(block.alt)}">')
+            elif isinstance(block, Bullets):
+                parts.append("<ul>" + "".join(f"<li>{e(item)}</li>" for item in block.items) + "</ul>")
+            else:
+                parts.append(f"<p>{e(block)}</p>")
+        parts.append("</section>")
+    parts += ["</main></body></html>", ""]
+    return "\n".join(parts)
+
+
+def _html_table(frame: pd.DataFrame) -> str:
+    e = html.escape
+    index_name = frame.index.name or ""
+    head = "".join(f"<th>{e(str(c))}</th>" for c in [index_name, *frame.columns])
+    body = []
+    for label, row in frame.iterrows():
+        cells = "".join(f"<td{_css(v)}>{e(str(v))}</td>" for v in row)
+        body.append(f"<tr><th>{e(str(label))}</th>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _css(value) -> str:
+    return ' class="missing"' if value == "missing" else ' class="na"' if value == "n/a" else ""

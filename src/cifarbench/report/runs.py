@@ -1,0 +1,94 @@
+"""The pipeline's current MLflow runs as pandas DataFrames (reusable outside the report).
+
+    load_runs(uri, experiment, preset)       one row per current training run of the preset
+    load_tuning(uri, experiment, preset)     one row per current tuning study (`tune/<arch>`)
+    load_histories(uri, runs)                one row per (run, epoch) of the per-epoch metrics
+
+Columns follow `mlflow.search_runs`: `metrics.<name>`, `params.<name>`, `tags.<name>`, plus the identity
+columns run_id, run_name, arch, ablation, ablation_group, seed (int) and status (the benchmark's own
+completed / early_stopped / diverged). "Current" is the tag `cifarbench.current` = 'true', set on a run once
+it finished and taken from the runs it replaced (cifarbench.tracking), so replaced reruns never appear.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+from cifarbench.tracking import CURRENT
+
+KIND = "cifarbench.kind"  # 'tune' on tuning studies; absent on training runs
+EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
+IDENTITY = ("arch", "ablation", "ablation_group", "seed", "status")
+PAGE = 1000  # runs per search request (MLflow's server caps a page at 50,000)
+
+
+def load_runs(tracking_uri: str, experiment: str, preset: str) -> pd.DataFrame:
+    """The current training runs of `preset` in `experiment`, one row each (empty frame if none)."""
+    frame = _load_current(tracking_uri, experiment, preset)
+    if f"tags.{KIND}" in frame:
+        frame = frame[frame[f"tags.{KIND}"].isna()].drop(columns=f"tags.{KIND}")
+    for column in IDENTITY:
+        frame[column] = frame.get(f"tags.{column}", pd.Series(index=frame.index, dtype=object))
+    frame["seed"] = pd.to_numeric(frame["seed"], errors="coerce").astype("Int64")
+    first = ["run_id", "run_name", *IDENTITY]
+    return frame[first + [c for c in frame.columns if c not in first]].reset_index(drop=True)
+
+
+def load_tuning(tracking_uri: str, experiment: str, preset: str) -> pd.DataFrame:
+    """The current tuning studies of `preset` (parent runs `tune/<arch>`), one row each."""
+    frame = _load_current(tracking_uri, experiment, preset)
+    if f"tags.{KIND}" not in frame:
+        return pd.DataFrame(columns=["run_id", "run_name", "arch"])
+    frame = frame[frame[f"tags.{KIND}"] == "tune"].copy()
+    frame["arch"] = frame["tags.arch"]
+    return frame.reset_index(drop=True)
+
+
+def load_histories(tracking_uri: str, runs: pd.DataFrame, metrics: tuple[str, ...] = EPOCH_METRICS) -> pd.DataFrame:
+    """Per-epoch metrics of `runs` (a load_runs frame): columns run_id, arch, ablation, seed, epoch, *metrics.
+
+    Epochs count from 1; a value logged twice for one epoch (a resumed run) keeps the later one. The final
+    summary metrics logged without a step (step 0) are not epochs and are left out.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    records = [
+        {"run_id": run_id, "key": key, "epoch": m.step, "value": m.value, "timestamp": m.timestamp}
+        for run_id in runs["run_id"] for key in metrics for m in client.get_metric_history(run_id, key)
+        if m.step >= 1
+    ]  # fmt: skip
+    columns = ["run_id", "arch", "ablation", "seed", "epoch", *metrics]
+    if not records:
+        return pd.DataFrame(columns=columns)
+    long = pd.DataFrame(records).sort_values("timestamp").drop_duplicates(["run_id", "key", "epoch"], keep="last")
+    wide = long.pivot(index=["run_id", "epoch"], columns="key", values="value").reset_index()
+    wide = wide.merge(runs[["run_id", "arch", "ablation", "seed"]], on="run_id")
+    return wide.reindex(columns=columns).sort_values(["arch", "ablation", "seed", "epoch"]).reset_index(drop=True)
+
+
+def _load_current(tracking_uri: str, experiment: str, preset: str) -> pd.DataFrame:
+    from mlflow.tracking import MlflowClient
+
+    if not re.fullmatch(r"[\w.-]+", preset):  # it goes into a filter string, which has no escaping
+        raise ValueError(f"preset name {preset!r}: use letters, digits, '_', '.', '-'")
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return pd.DataFrame(columns=["run_id", "run_name"])
+    query = f"tags.preset = '{preset}' and tags.`{CURRENT}` = 'true'"
+    runs, token = [], None
+    while True:
+        page = client.search_runs([found.experiment_id], query, max_results=PAGE, page_token=token)
+        runs += page
+        token = page.token
+        if not token:
+            break
+    rows = [{"run_id": r.info.run_id, "run_name": r.info.run_name,
+             "start_time": pd.Timestamp(r.info.start_time, unit="ms", tz="UTC"),
+             **{f"metrics.{k}": v for k, v in r.data.metrics.items()},
+             **{f"params.{k}": v for k, v in r.data.params.items()},
+             **{f"tags.{k}": v for k, v in r.data.tags.items() if not k.startswith("mlflow.")}} for r in runs]
+    return pd.DataFrame(rows, columns=None if rows else ["run_id", "run_name"])

@@ -1,0 +1,216 @@
+"""The report's sections, in reading order: each turns the gathered runs into a heading, a one-line
+reading guide and its tables and figures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from cifarbench.plan import BASELINE
+from cifarbench.report import figures, tables
+from cifarbench.report.figures import png_bytes
+from cifarbench.report.render import Bullets, Document, Image, Section, Table, formatted
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Everything a report is built from."""
+
+    preset: str
+    archs: list[str]
+    ablations: list[str]
+    expected: pd.DataFrame   # tables.expected_cells
+    runs: pd.DataFrame       # current runs of this plan (tables.select_current)
+    left_out: pd.DataFrame   # current runs of the preset that are not this plan's (other params, dropped cells)
+    histories: pd.DataFrame  # runs.load_histories of `runs`
+    studies: pd.DataFrame    # runs.load_tuning
+    tuned: dict              # arch -> tuned {lr, weight_decay} or None (recipe values)
+    provenance: dict[str, str]  # what the runs' tags do not say: this report's commit, dvc.lock digest, store
+
+
+def pct(x) -> str:
+    return f"{100 * x:.2f}"
+
+
+def points(x) -> str:
+    return f"{100 * x:+.2f}"
+
+
+def document(inp: Inputs) -> tuple[Document, dict]:
+    """The report and its headline numbers (for reports/metrics.json)."""
+    board = tables.leaderboard(inp.runs, inp.expected)
+    deltas = tables.paired_deltas(inp.runs, inp.expected)
+    effect = tables.effects(deltas, inp.expected)
+    missing = tables.missing_runs(inp.runs, inp.expected)
+    planned = sum(len(e.seeds) for e in inp.expected.itertuples() if e.applies)
+    n_na = int((~inp.expected["applies"]).sum())
+    intro = [
+        f"Preset `{inp.preset}`: {len(inp.runs)} of {planned} planned runs found "
+        f"({len(inp.archs)} architectures x {len(inp.ablations)} ablations, {n_na} cells not applicable); "
+        f"{len(missing)} missing; {len(inp.left_out)} current runs of this preset left out as not this plan's.",
+        "Accuracies are test-set percentages; deltas are percentage points against the same architecture's "
+        "baseline. Source: the current MLflow runs of this preset (see Provenance).",
+    ]
+    sections = [
+        leaderboard_section(board, inp),
+        matrix_section(deltas, board, missing, inp),
+        effects_section(effect),
+        curves_section(inp),
+        pareto_section(board),
+        tuning_section(inp),
+        provenance_section(inp),
+    ]
+    metrics = {
+        "preset": inp.preset,
+        "runs": {"planned": planned, "found": len(inp.runs), "missing": len(missing), "left_out": len(inp.left_out)},
+        "baseline_test_acc": _json(board["test_acc_mean"]),
+        "baseline_test_acc_std": _json(board["test_acc_std"]),
+        "mean_delta": _json(effect["mean_delta"]) if len(effect) else {},
+    }
+    return Document(f"CIFAR-10 benchmark: preset {inp.preset}", intro, sections), metrics
+
+
+def _json(series: pd.Series) -> dict:
+    return {str(k): (None if pd.isna(v) else float(v)) for k, v in series.items()}
+
+
+def leaderboard_section(board: pd.DataFrame, inp: Inputs) -> Section:
+    show = board.assign(
+        test_acc=[_mean_std(m, s) for m, s in zip(board["test_acc_mean"], board["test_acc_std"])],
+        source=["tuned" if inp.tuned.get(a) else "recipe" for a in board.index],
+    ).sort_values("test_acc_mean", ascending=False, na_position="last")
+    show = show[["test_acc", "n", "params", "flops_per_image", "train_seconds", "images_per_s", "optimizer", "lr",
+                 "weight_decay", "source"]]
+    show = formatted(show, {"params": lambda v: f"{v:,.0f}", "flops_per_image": lambda v: f"{v / 1e6:,.2f}",
+                            "train_seconds": lambda v: f"{v:,.1f}", "images_per_s": lambda v: f"{v:,.0f}",
+                            "lr": lambda v: f"{v:.3g}", "weight_decay": lambda v: f"{v:.3g}"})
+    show.columns = ["test acc % (mean ± sd)", "seeds", "params", "MFLOPs/image", "train s/seed", "train img/s",
+                    "optimizer", "lr", "weight decay", "lr/wd from"]
+    return Section("leaderboard", "1. Leaderboard: baselines", "Best first; n is the number of seeds behind the "
+                   "mean; an architecture whose seeds overlap within ± sd is not clearly better.", [Table(show)])
+
+
+def _mean_std(mean: float, std: float) -> str:
+    if pd.isna(mean):
+        return "missing"
+    return pct(mean) + ("" if pd.isna(std) else f" ± {pct(std)}")
+
+
+def matrix_section(deltas: pd.DataFrame, board: pd.DataFrame, missing: pd.DataFrame, inp: Inputs) -> Section:
+    cells = deltas.set_index(["arch", "ablation"])
+    matrix = pd.DataFrame(
+        [[_matrix_cell(cells.loc[(a, b)], board.loc[a]) for b in inp.ablations] for a in inp.archs],
+        index=pd.Index(inp.archs, name="arch"), columns=inp.ablations)
+    figure = figures.delta_heatmap(deltas, inp.archs, [b for b in inp.ablations if b != BASELINE])
+    blocks = [Image("ablation_matrix.png", png_bytes(figure), "ablation heat map"), Table(matrix)]
+    if len(missing):
+        blocks += ["Missing runs (not finished, or made under other params):",
+                   Bullets([f"{r.arch}/{r.ablation}/seed{r.seed}" for r in missing.itertuples()])]
+    about = inp.expected.drop_duplicates("ablation")
+    blocks += ["What each column changes:", Bullets([f"{r.ablation}: {r.about}" for r in about.itertuples()])]
+    return Section("ablations", "2. Ablation matrix", "Blue helps, red hurts: each cell is the ablation's test accuracy "
+                   "minus the baseline's, paired by seed, [95% interval] when ≥ 2 seeds; * = interval excludes 0.",
+                   blocks)
+
+
+def _matrix_cell(c: pd.Series, base: pd.Series) -> str:
+    if c.name[1] == BASELINE:
+        return f"{_mean_std(base['test_acc_mean'], base['test_acc_std'])} (n={base['n']})"
+    if c["state"] != "ok":
+        return c["state"]
+    text = points(c["delta"])
+    if np.isfinite(c["lo"]):
+        text += f" [{points(c['lo'])}, {points(c['hi'])}]"
+    return text + ("*" if c["excludes_zero"] else "") + f" (n={c['n']})"
+
+
+def effects_section(effect: pd.DataFrame) -> Section:
+    if effect.empty:
+        return Section("effects", "3. Regularization and augmentation effects", "No ablations ran.", [])
+    show = formatted(effect[["group", "archs", "mean_delta", "min_delta", "max_delta", "helped", "hurt", "verdict"]],
+                     {c: points for c in ("mean_delta", "min_delta", "max_delta")}, empty="–")
+    show.columns = ["group", "archs", "mean Δ", "min Δ", "max Δ", "clearly helped", "clearly hurt", "verdict"]
+    blocks = [Table(show)]
+    if effect["mean_delta"].notna().any():
+        blocks.insert(0, Image("effects.png", png_bytes(figures.effects_bars(effect)), "effects over architectures"))
+    return Section("effects", "3. Regularization and augmentation effects", "Each ablation's delta averaged over "
+                   "architectures; 'clearly' counts architectures whose paired 95% interval excludes 0.", blocks)
+
+
+def curves_section(inp: Inputs) -> Section:
+    blocks = []
+    for arch in inp.archs:
+        if (inp.histories["arch"] == arch).any():
+            fig = figures.learning_curves(inp.histories, inp.runs, arch, inp.ablations)
+            blocks.append(Image(f"curves_{arch}.png", png_bytes(fig), f"learning curves of {arch}"))
+    ended = pd.DataFrame([[_ended(inp.runs, e) for e in inp.expected[inp.expected["arch"] == a].itertuples()]
+                          for a in inp.archs], index=pd.Index(inp.archs, name="arch"), columns=inp.ablations)
+    blocks += ["Epoch at which each seed ended (of the planned epochs; † early stop, ‡ diverged):", Table(ended)]
+    diverged = inp.runs[inp.runs["status"] == "diverged"]
+    blocks.append(Bullets([f"{r} diverged" for r in diverged["run_name"]]) if len(diverged) else "No run diverged.")
+    return Section("curves", "4. Learning curves", "Mean over seeds per epoch: solid = validation, dashed = training, "
+                   "thick black = baseline; a gap that widens between them is overfitting.", blocks)
+
+
+def _ended(runs: pd.DataFrame, e) -> str:
+    if not e.applies:
+        return "n/a"
+    r = runs[(runs["arch"] == e.arch) & (runs["ablation"] == e.ablation)].sort_values("seed")
+    if r.empty:
+        return "missing"
+    marks = {"early_stopped": "†", "diverged": "‡"}
+    return ", ".join(f"{s:.0f}{marks.get(st, '')}" for s, st in zip(r["metrics.stopped_epoch"], r["status"])) + f" / {e.epochs}"
+
+
+def pareto_section(board: pd.DataFrame) -> Section:
+    fronts = {c: tables.pareto_front(board[c], board["test_acc_mean"]) for c in ("flops_per_image", "params")}
+    show = formatted(board[["test_acc_mean", "flops_per_image", "params"]].assign(
+        front_flops=fronts["flops_per_image"].map({True: "yes", False: ""}),
+        front_params=fronts["params"].map({True: "yes", False: ""})),
+        {"test_acc_mean": pct, "flops_per_image": lambda v: f"{v / 1e6:,.2f}", "params": lambda v: f"{v:,.0f}"})
+    show.columns = ["test acc %", "MFLOPs/image", "params", "on FLOPs front", "on params front"]
+    blocks = [Table(show)]
+    if board["test_acc_mean"].notna().any():
+        blocks.insert(0, Image("pareto.png", png_bytes(figures.pareto(board, fronts)), "accuracy vs cost"))
+    return Section("pareto", "5. Accuracy vs cost", "Up and left is better; the red line joins architectures no "
+                   "other beats on both accuracy and cost (baselines, log-scale cost).", blocks)
+
+
+def tuning_section(inp: Inputs) -> Section:
+    t = tables.tuning(inp.studies, inp.tuned, inp.archs)
+    show = formatted(t.assign(tuned=t["tuned"].map({True: "yes", False: "no (recipe)"})), {
+        "best_lr": lambda v: f"{v:.3g}", "best_weight_decay": lambda v: f"{v:.3g}", "best_val_acc": pct,
+        **{c: lambda v: f"{v:.0f}" for c in ("trials_complete", "trials_pruned", "trials_failed")},
+        "pruned_share": lambda v: f"{100 * v:.0f}%", "importance_lr": lambda v: f"{v:.2f}",
+        "importance_weight_decay": lambda v: f"{v:.2f}"}, empty="–")
+    show.columns = ["used tuned lr/wd", "study in MLflow", "best lr", "best wd", "best val acc %", "complete",
+                    "pruned", "failed", "pruned share", "importance lr", "importance wd"]
+    return Section("tuning", "6. Tuning", "Optuna's best learning rate and weight decay per architecture (validation "
+                   "split only); importance says which of the two mattered more.", [Table(show)])
+
+
+def provenance_section(inp: Inputs) -> Section:
+    r = inp.runs
+    fast = sorted(c for c in r.columns if c.startswith("tags.fast."))
+    rows = {
+        "preset": inp.preset,
+        **inp.provenance,
+        "git commit of the runs": tables.distinct(r, "tags.git_commit"),
+        "runs from a dirty work tree": tables.distinct(r, "tags.git_dirty"),
+        "data archive md5": tables.distinct(r, "tags.data_md5"),
+        "torch": tables.distinct(r, "tags.torch_version"),
+        "mlflow": tables.distinct(r, "tags.mlflow_version"),
+        "python": tables.distinct(r, "tags.python_version"),
+        "host CPU": tables.distinct(r, "tags.host_cpu"),
+        **{f"fast path: {c.removeprefix('tags.fast.')}": tables.distinct(r, c) for c in fast},
+    }
+    table = pd.DataFrame({"value": rows}).rename_axis("item")
+    blocks = [Table(table)]
+    if len(inp.left_out):
+        names = sorted(inp.left_out["run_name"].astype(str))
+        blocks += [f"Current runs of preset {inp.preset} left out (cell or seed not in the plan, or made under other "
+                   f"params): {len(names)}", Bullets(names[:30] + (["…"] if len(names) > 30 else []))]
+    return Section("provenance", "7. Provenance", "Where these numbers came from; several values in one row mean "
+                   "the runs were made under different code, data or libraries.", blocks)

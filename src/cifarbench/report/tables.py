@@ -1,0 +1,182 @@
+"""The report's numbers, as plain DataFrames (accuracies as fractions, exactly as logged in MLflow).
+
+Every table is built against the plan (`expected_cells`), so a cell with no run shows as missing and a
+cell the plan skips shows why, instead of either silently disappearing.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from cifarbench.plan import BASELINE, Cell
+
+ACC = "metrics.test_acc"
+CONFIDENCE = 0.95
+
+
+def expected_cells(cells: list[Cell]) -> pd.DataFrame:
+    """The plan as a frame: one row per (arch, ablation), in params.yaml order."""
+    return pd.DataFrame([{
+        "arch": c.arch, "ablation": c.ablation, "group": c.group, "about": c.about, "seeds": list(c.seeds),
+        "epochs": c.train.epochs, "applies": c.not_applicable is None, "not_applicable": c.not_applicable or "",
+        "config_hash": None if c.not_applicable else c.config_hash(),
+    } for c in cells])  # fmt: skip
+
+
+def select_current(runs: pd.DataFrame, expected: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(runs of this plan, runs left out): a run counts only if its cell and seed are in the plan and its
+    config hash equals the cell's config now, so a run made under other params (an older commit whose cell
+    has not been rerun yet) is left out and its cell shows as missing."""
+    merged = runs.merge(expected[["arch", "ablation", "seeds", "config_hash"]], on=["arch", "ablation"], how="left",
+                        suffixes=("", ".plan"), indicator=True)
+    in_plan = merged["_merge"].eq("both") & merged.apply(
+        lambda r: isinstance(r["seeds"], list) and r["seed"] in r["seeds"], axis=1)
+    ok = in_plan & merged["tags.config_hash"].eq(merged["config_hash"])
+    kept = merged[ok].drop(columns=["_merge", "seeds", "config_hash"])
+    return kept.reset_index(drop=True), runs[~ok.to_numpy()].reset_index(drop=True)
+
+
+def missing_runs(runs: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
+    """Every (arch, ablation, seed) the plan runs that has no current run."""
+    have = set(zip(runs["arch"], runs["ablation"], runs["seed"]))
+    rows = [{"arch": e.arch, "ablation": e.ablation, "seed": s} for e in expected.itertuples()
+            if e.applies for s in e.seeds if (e.arch, e.ablation, s) not in have]
+    return pd.DataFrame(rows, columns=["arch", "ablation", "seed"])
+
+
+def leaderboard(runs: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
+    """Per architecture, its baseline: test accuracy over seeds, size, cost and the lr/wd it trained with."""
+    base = runs[runs["ablation"] == BASELINE]
+    rows = []
+    for arch in expected["arch"].unique():
+        r = base[base["arch"] == arch]
+        acc = r[ACC].dropna()
+        rows.append({
+            "arch": arch, "n": len(acc),
+            "test_acc_mean": acc.mean() if len(acc) else np.nan,
+            "test_acc_std": acc.std(ddof=1) if len(acc) > 1 else np.nan,
+            "params": _first(r, "metrics.params"), "flops_per_image": _first(r, "metrics.flops_per_image"),
+            "train_seconds": _mean(r, "metrics.train_seconds"), "images_per_s": _mean(r, "metrics.images_per_s"),
+            "optimizer": _first(r, "params.train.optimizer.name", text=True),
+            "lr": _first(r, "params.train.optimizer.lr"), "weight_decay": _first(r, "params.train.optimizer.weight_decay"),
+        })  # fmt: skip
+    return pd.DataFrame(rows).set_index("arch")
+
+
+def paired_deltas(runs: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
+    """Per (arch, ablation): test accuracy minus the baseline's, paired by seed.
+
+    delta_s = acc(ablation, s) - acc(baseline, s) over the seeds both have; with n >= 2 seeds the 95%
+    interval is mean +- t(0.975, n-1) * sd / sqrt(n). `state`: ok | n/a (plan skips it) | missing (no run
+    of the cell, or of its baseline, for a shared seed).
+    """
+    acc = runs.set_index(["arch", "ablation", "seed"])[ACC]
+    rows = []
+    for e in expected.itertuples():
+        row = {"arch": e.arch, "ablation": e.ablation, "group": e.group, "state": "ok", "n": 0,
+               "delta": np.nan, "lo": np.nan, "hi": np.nan, "excludes_zero": False}
+        if not e.applies:
+            row["state"] = "n/a"
+        else:
+            seeds = [s for s in e.seeds if (e.arch, e.ablation, s) in acc.index and (e.arch, BASELINE, s) in acc.index]
+            diffs = np.array([acc[(e.arch, e.ablation, s)] - acc[(e.arch, BASELINE, s)] for s in seeds], dtype=float)
+            row.update(n=len(diffs), state="ok" if len(diffs) else "missing")
+            if len(diffs):
+                row["delta"] = diffs.mean()
+            if len(diffs) >= 2:
+                half = stats.t.ppf(0.5 + CONFIDENCE / 2, len(diffs) - 1) * diffs.std(ddof=1) / math.sqrt(len(diffs))
+                row.update(lo=row["delta"] - half, hi=row["delta"] + half)
+                row["excludes_zero"] = bool(row["lo"] > 0 or row["hi"] < 0)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def effects(deltas: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
+    """Per ablation, its delta averaged over the architectures where it ran, and how many it clearly helped
+    or hurt (95% interval above / below zero)."""
+    about = expected.drop_duplicates("ablation").set_index("ablation")["about"]
+    rows = []
+    for ablation, d in deltas[deltas["ablation"] != BASELINE].groupby("ablation", sort=False):
+        ok = d[d["state"] == "ok"]
+        up = int((ok["excludes_zero"] & (ok["delta"] > 0)).sum())
+        down = int((ok["excludes_zero"] & (ok["delta"] < 0)).sum())
+        rows.append({
+            "ablation": ablation, "group": d["group"].iloc[0], "about": about[ablation],
+            "archs": len(ok), "mean_delta": ok["delta"].mean() if len(ok) else np.nan,
+            "min_delta": ok["delta"].min() if len(ok) else np.nan, "max_delta": ok["delta"].max() if len(ok) else np.nan,
+            "helped": up, "hurt": down, "verdict": _verdict(up, down, len(ok)),
+        })  # fmt: skip
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    return table.sort_values(["group", "mean_delta"], ascending=[False, False], na_position="last").set_index("ablation")
+
+
+def _verdict(up: int, down: int, n: int) -> str:
+    if n == 0:
+        return "no runs"
+    if up and down:
+        return "mixed"
+    return "helps" if up else "hurts" if down else "no clear effect"
+
+
+def pareto_front(cost: pd.Series, acc: pd.Series) -> pd.Series:
+    """True where no other point is at least as cheap and at least as accurate, and strictly better in one."""
+    ok = cost.notna() & acc.notna()
+    front = pd.Series(False, index=cost.index)
+    for i in cost.index[ok]:
+        dominated = ((cost[ok] <= cost[i]) & (acc[ok] >= acc[i]) & ((cost[ok] < cost[i]) | (acc[ok] > acc[i]))).any()
+        front[i] = not dominated
+    return front
+
+
+def tuning(studies: pd.DataFrame, tuned: dict[str, dict | None], archs: list[str]) -> pd.DataFrame:
+    """Per architecture: the tune stage's choice (from its file) and the study's trials (from MLflow)."""
+    by_arch = studies.set_index("arch") if len(studies) else pd.DataFrame()
+    rows = []
+    for arch in archs:
+        s = by_arch.loc[arch] if arch in by_arch.index else pd.Series(dtype=object)
+        complete, pruned, failed = (s.get(f"metrics.trials_{k}", np.nan) for k in ("complete", "pruned", "failed"))
+        total = np.nansum([complete, pruned, failed])
+        rows.append({
+            "arch": arch, "tuned": tuned.get(arch) is not None, "study": "found" if len(s) else "missing",
+            "best_lr": _num(s.get("params.best.lr")), "best_weight_decay": _num(s.get("params.best.weight_decay")),
+            "best_val_acc": s.get("metrics.best_val_acc", np.nan),
+            "trials_complete": complete, "trials_pruned": pruned, "trials_failed": failed,
+            "pruned_share": pruned / total if total else np.nan,
+            "importance_lr": s.get("metrics.importance.lr", np.nan),
+            "importance_weight_decay": s.get("metrics.importance.weight_decay", np.nan),
+        })  # fmt: skip
+    return pd.DataFrame(rows).set_index("arch")
+
+
+def distinct(runs: pd.DataFrame, column: str) -> str:
+    """The values a column takes over the runs, most common first, with counts when there are several."""
+    if column not in runs or runs[column].dropna().empty:
+        return "unknown"
+    counts = runs[column].dropna().astype(str).value_counts()
+    if len(counts) == 1:
+        return counts.index[0]
+    return ", ".join(f"{value} ({n} runs)" for value, n in counts.items())
+
+
+def _first(frame: pd.DataFrame, column: str, text: bool = False):
+    if column not in frame or frame[column].dropna().empty:
+        return None if text else np.nan
+    value = frame[column].dropna().iloc[0]
+    return value if text else _num(value)
+
+
+def _mean(frame: pd.DataFrame, column: str) -> float:
+    return pd.to_numeric(frame[column], errors="coerce").mean() if column in frame else np.nan
+
+
+def _num(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return np.nan
