@@ -198,7 +198,7 @@ def _effective(model: ModelConfig, info) -> tuple:
     """Model switches with the family defaults filled in, so `dropout: null` equals the paper's p."""
     batch_norm = info.default_batch_norm if model.batch_norm is None else model.batch_norm
     dropout = info.default_dropout if model.dropout is None else model.dropout
-    return model.name, model.width, batch_norm, dropout
+    return model.name, model.width, batch_norm, dropout, model.stem_stride
 
 
 def all_cells(plan: PlanConfig, tuned: dict[str, Tree] | None = None) -> list[Cell]:

@@ -7,7 +7,8 @@ BN-ReLU-3x3 conv (growth), transitions halving the channels.
 - densenet121: the ImageNet block sizes 6-12-24-16, growth 32 (as in kuangliu/pytorch-cifar), 6.96M parameters.
 - densenet_bc100: the paper's CIFAR model, depth 100 (3 blocks of 16 layers), growth 12, 0.77M parameters.
 `width` scales the growth rate, hence every layer. torchvision's dense blocks hard-wire BatchNorm2d, so
-the blocks are written here to honour the `batch_norm` switch.
+the blocks are written here to honour the `batch_norm` switch. `stem_stride=2` makes the stem conv
+stride 2 (every block on a quarter of the pixels, 4x fewer FLOPs), for CPU presets.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch.nn as nn
 from cifarbench.models.layers import classifier, norm_layer, scaled
 from cifarbench.models.registry import register_model
 
-register = register_model(family="densenet", paper="Huang et al. 2017, CVPR", batch_norm=True)
+register = register_model(family="densenet", paper="Huang et al. 2017, CVPR", batch_norm=True, stem_stride=True)
 BOTTLENECK = 4  # 1x1 conv outputs BOTTLENECK x growth channels (the paper's DenseNet-B)
 COMPRESSION = 0.5  # transitions keep this fraction of channels (the paper's DenseNet-C)
 
@@ -40,11 +41,11 @@ class DenseLayer(nn.Module):
 
 
 class DenseNet(nn.Module):
-    def __init__(self, blocks: list[int], growth: int, *, num_classes, width, batch_norm, dropout):
+    def __init__(self, blocks: list[int], growth: int, *, num_classes, width, batch_norm, dropout, stem_stride=1):
         super().__init__()
         growth = scaled(growth, width)
         cin = 2 * growth
-        layers = [nn.Conv2d(3, cin, 3, padding=1, bias=False)]
+        layers = [nn.Conv2d(3, cin, 3, stride=stem_stride, padding=1, bias=False)]  # stride 2: CPU presets
         for i, depth in enumerate(blocks):
             for _ in range(depth):
                 layers.append(DenseLayer(cin, growth, batch_norm))
