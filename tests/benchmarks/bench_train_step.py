@@ -1,13 +1,17 @@
 """Engine train-step throughput vs a plain fp32 PyTorch loop, same model, batch and optimizer.
 
-    python tests/benchmarks/bench_train_step.py [--models resnet18:0.125 vgg11:0.25] [--steps 20] [--repeats 5] [--threads N]
+    python tests/benchmarks/bench_train_step.py [--models resnet18:0.125 vgg11:0.25] [--steps 8] [--repeats 9]
+                                                [--threads N] [--with-bf16]
 
-Per model, in one process and interleaved (plain, engine fast, engine exact) so drift from a shared CPU
-hits all three alike; each number is the median over repeats after one warm-up round.
+Per model, in one process and interleaved (many short runs, the variants' order rotating each round) so
+drift on a shared CPU hits all alike; each number is the median over repeats after one warm-up round,
+with the best run beside it (contention only ever slows a run down).
 - plain: images already normalized float NCHW, SGD-Nesterov, forward / CE / backward / step, fp32.
 - engine fast: `fit` for one epoch of `steps` batches, `fast=True` (the fast paths this device gets),
   no augmentation; `images_per_s` of its history (training time only: gather, normalize, step).
 - engine exact: the same with `fast=False` (fp32, contiguous) — the engine's own overhead.
+- plain bf16 (with --with-bf16): the plain loop under CPU bf16 autocast + channels_last, whatever the CPU,
+  to check the engine's choice of autocast on this machine.
 """
 
 from __future__ import annotations
@@ -28,13 +32,17 @@ from cifarbench.models import build_model
 BATCH = 128
 
 
-def plain_loop(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+def plain_loop(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, bf16: bool = False) -> float:
     """Images/s of the textbook loop over the pre-normalized batches in x, y."""
+    if bf16:
+        model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
     model.train()
     start = time.perf_counter()
     for i in range(0, len(y), BATCH):
-        loss = F.cross_entropy(model(x[i : i + BATCH]), y[i : i + BATCH])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(x[i : i + BATCH])
+        loss = F.cross_entropy(logits.float(), y[i : i + BATCH])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -50,7 +58,7 @@ def engine(model: torch.nn.Module, train: Split, val: Split, fast: bool) -> tupl
     return result.history[0]["images_per_s"], result.fast_paths
 
 
-def bench(name: str, width: float, steps: int, repeats: int) -> None:
+def bench(name: str, width: float, steps: int, repeats: int, with_bf16: bool) -> None:
     g = torch.Generator().manual_seed(0)
     n = steps * BATCH
     train = Split(torch.randint(0, 256, (n, 32, 32, 3), dtype=torch.uint8, generator=g), torch.randint(0, 10, (n,), generator=g))
@@ -58,29 +66,40 @@ def bench(name: str, width: float, steps: int, repeats: int) -> None:
     x = to_input(train.images)
     torch.manual_seed(0)
     model = build_model(name, width=width)
-    rates: dict[str, list[float]] = {"plain fp32": [], "engine fast": [], "engine exact": []}
+    variants = {
+        "plain fp32": lambda m: plain_loop(m, x, train.labels),
+        "engine fast": lambda m: engine(m, train, val, fast=True)[0],
+        "engine exact": lambda m: engine(m, train, val, fast=False)[0],
+    }
+    if with_bf16:
+        variants["plain bf16"] = lambda m: plain_loop(m, x, train.labels, bf16=True)
+    rates: dict[str, list[float]] = {k: [] for k in variants}
     for r in range(repeats + 1):
-        plain = plain_loop(copy.deepcopy(model), x, train.labels)
-        fast, paths = engine(copy.deepcopy(model), train, val, fast=True)
-        exact, _ = engine(copy.deepcopy(model), train, val, fast=False)
-        if r:  # round 0 warms oneDNN's kernel caches
-            for key, value in zip(rates, (plain, fast, exact)):
-                rates[key].append(value)
+        order = list(variants)[r % len(variants) :] + list(variants)[: r % len(variants)]
+        for key in order:
+            rate = variants[key](copy.deepcopy(model))
+            if r:  # round 0 warms oneDNN's kernel caches
+                rates[key].append(rate)
+    paths = engine(copy.deepcopy(model), Split(train.images[:BATCH], train.labels[:BATCH]), val, fast=True)[1]
     med = {k: statistics.median(v) for k, v in rates.items()}
+    best = {k: max(v) for k, v in rates.items()}
     params = sum(p.numel() for p in model.parameters())
     print(f"\n{name} width {width} ({params / 1e6:.2f}M params), batch {BATCH}, {steps} steps x {repeats} repeats")
     print(f"  fast paths: autocast={paths['autocast']} channels_last={paths['channels_last']} device={paths['device']}")
     for k, v in rates.items():
-        print(f"  {k:13s} {med[k]:8.0f} img/s   (runs: {', '.join(f'{x:.0f}' for x in v)})")
-    print(f"  speed-up fast/plain: {med['engine fast'] / med['plain fp32']:.2f}x")
-    print(f"  overhead exact vs plain: {100 * (1 - med['engine exact'] / med['plain fp32']):+.1f}%")
+        print(f"  {k:13s} median {med[k]:6.0f} img/s  best {best[k]:6.0f}  (runs: {', '.join(f'{x:.0f}' for x in v)})")
+    print(f"  speed-up engine fast / plain fp32: median {med['engine fast'] / med['plain fp32']:.2f}x, "
+          f"best {best['engine fast'] / best['plain fp32']:.2f}x")
+    print(f"  overhead engine exact vs plain fp32: median {100 * (1 - med['engine exact'] / med['plain fp32']):+.1f}%, "
+          f"best {100 * (1 - best['engine exact'] / best['plain fp32']):+.1f}%")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["resnet18:0.125", "vgg11:0.25"], help="name:width")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--with-bf16", action="store_true", help="also time the plain loop under CPU bf16 autocast")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     args = parser.parse_args()
     if args.threads:
@@ -89,7 +108,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU autocast choice: {cpu_bf16}")
     for spec in args.models:
         name, _, width = spec.partition(":")
-        bench(name, float(width or 1.0), args.steps, args.repeats)
+        bench(name, float(width or 1.0), args.steps, args.repeats, args.with_bf16)
 
 
 if __name__ == "__main__":
