@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("cifarbench.models.commands", "list the architectures: parameters, FLOPs; --bench measures images/s"),
     "nightly": ("cifarbench.nightly.command", "run the nightly preset, compare with the baseline, exit 1 on regressions"),
     "report": ("cifarbench.report.build", "build reports/comparison.{md,html} from the MLflow runs; --open views it"),
+    "tune": ("cifarbench.tuning", "Optuna-tune one architecture's lr and weight decay: tune --arch A [--workers N]"),
 }
 
 
