@@ -3,8 +3,11 @@
 - autocast: bf16 on CUDA when supported (else fp16 with a GradScaler); bf16 on a CPU only with native
   bf16 instructions (AVX512-BF16 or AMX) — without them oneDNN emulates bf16 and a step is ~2.5x *slower*
   (measured on an AVX2-only EPYC, 64-channel 3x3 conv, batch 128).
-- channels_last (the model's parameters): conv kernels (oneDNN on CPU, cuDNN on GPU) run NHWC natively;
-  2.2x on that same conv in fp32 on the CPU. The NCHW input is taken as is (see `augment`).
+- channels_last (the model's parameters), on CUDA only: cuDNN runs NHWC natively. On the CPU it is off:
+  it was 2.2x faster on that same 64-channel conv, but oneDNN's AVX2 NHWC kernels hung (1x1 conv
+  backward-weights, ResNet-18 at width 0.0625, 1 thread) and crashed at exit (width 0.125) on this
+  project's 2-core machines; a benchmark that never finishes measures nothing. The NCHW input is taken
+  as is (see `augment`).
 - data held as tensors on the device (on CUDA the whole split lives in GPU memory).
 - torch.compile only when asked (`compile: true`): its first epoch pays the compilation.
 
@@ -63,6 +66,6 @@ def choose(device: torch.device, *, fast: bool, compile: bool) -> FastPaths:
     return FastPaths(
         device=str(device),
         autocast=autocast_dtype(device) if fast else None,
-        channels_last=fast and device.type in ("cpu", "cuda"),
+        channels_last=fast and device.type == "cuda",
         compiled=compile,
     )
