@@ -165,8 +165,9 @@ def open_storage(url: str, cfg: TuneConfig, on_stale) -> optuna.storages.BaseSto
 
 
 class FlockLock:
-    """The journal's write lock (Optuna's BaseJournalFileLock interface) as an fcntl lock, which the kernel releases when its holder dies: Optuna's
-    default symlink lock, left behind by a SIGKILL mid-write, blocked every later writer (Optuna 5.0)."""
+    """The journal's write lock (Optuna's BaseJournalFileLock interface) as an fcntl lock, which the kernel
+    releases when its holder dies: Optuna's default symlink lock, left behind by a SIGKILL mid-write,
+    blocked every later writer (Optuna 5.0: its stale-lock timeout never fires)."""
 
     def __init__(self, path: str):
         self.path, self.fd = path, -1
@@ -182,9 +183,9 @@ class FlockLock:
 
 
 @contextlib.contextmanager
-def study_lock(url: str, study: str):
-    """Serializes budget checks and asks of the workers on this machine (released if the holder dies)."""
-    key = hashlib.sha256(f"{os.path.abspath(url) if '://' not in url else url}|{study}".encode()).hexdigest()[:16]
+def machine_lock(*names: str):
+    """A lock shared by this machine's processes that name the same things (released if the holder dies)."""
+    key = hashlib.sha256("|".join(names).encode()).hexdigest()[:16]
     with open(Path(tempfile.gettempdir()) / f"cifarbench-tune-{key}.lock", "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
@@ -194,15 +195,17 @@ def study_lock(url: str, study: str):
 
 
 def _process_id(pid: int) -> str | None:
-    """pid@start time (Linux /proc), so a reused pid is not taken for the original process."""
+    """`pid@start time` of a live process (None if it is gone), so a reused pid is not taken for the
+    original process; just the pid where there is no /proc."""
+    if Path("/proc").is_dir():
+        with contextlib.suppress(OSError):
+            return f"{pid}@{Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[19]}"  # field 22
+        return None
     try:
-        return f"{pid}@{Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[19]}"
+        os.kill(pid, 0)
+        return str(pid)
     except OSError:
-        try:
-            os.kill(pid, 0)
-            return str(pid) if not Path("/proc").is_dir() else None
-        except OSError:
-            return None
+        return None
 
 
 def _me() -> str:
@@ -224,6 +227,7 @@ class Tuner:
     def __init__(self, tree: dict, arch: str, parent_run_id: str | None = None):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
         self.cfg = parse_section(TuneConfig, tree.get("tune"), "tune")
         self.search = make_search(tree, self.cfg, arch)
         self.url = storage_url(self.cfg)
@@ -231,13 +235,15 @@ class Tuner:
         tracking = parse_section(TrackingConfig, tree.get("tracking"), "tracking")
         self.storage = open_storage(self.url, self.cfg, self._abandoned)
         self.pruner = PRUNERS[self.cfg.pruner.name](self.cfg.pruner, self.cfg.startup_trials)
-        with self.lock():  # also serializes creating a fresh MLflow SQLite store (concurrent creation fails)
+        with machine_lock(tracking_uri(tracking)):  # two processes creating one MLflow SQLite store collide
             self.log = StudyLog(tracking, self.search)
+        with self.lock():
             study = self.study(0)
             self.log.parent_run_id = parent_run_id or self.log.open_parent(study, shown(self.url))
 
     def lock(self):
-        return study_lock(self.url, self.search.study)
+        """Serializes budget checks and asks of the workers on this machine."""
+        return machine_lock(os.path.abspath(self.url) if self.journal else self.url, self.search.study)
 
     def study(self, seed_index: int) -> optuna.Study:
         """The study with a sampler seeded by (sampler_seed, trial number): one worker from scratch is
