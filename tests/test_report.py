@@ -168,7 +168,7 @@ def test_tuning_table_shows_each_study(report_project):
     table = as_frame(markdown_tables((report_project.path / "reports" / "comparison.md").read_text())["6. Tuning"][0])
     for study in studies:
         row = table[study.data.tags["arch"]]
-        assert row["study in MLflow"] == "found" and row["complete"] == f"{study.data.metrics['trials_complete']:.0f}"
+        assert row["study"] == "found" and row["complete"] == f"{study.data.metrics['trials_complete']:.0f}"
         if "best.lr" in study.data.params:
             assert row["best lr"] == f"{float(study.data.params['best.lr']):.3g}"
 

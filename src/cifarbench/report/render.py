@@ -104,6 +104,7 @@ tbody th { text-align: left; }
 tr:nth-child(even) td { background: #fafbfc; }
 td.missing { color: #cf222e; }
 td.na { color: #8c959f; }
+td.text { text-align: left; }
 img { max-width: 100%; height: auto; display: block; margin: 12px 0; }
 """
 
@@ -149,12 +150,15 @@ def _html_table(frame: pd.DataFrame) -> str:
     e = html.escape
     index_name = frame.index.name or ""
     head = "".join(f"<th>{e(str(c))}</th>" for c in [index_name, *frame.columns])
+    numeric = [frame[c].map(_numeric).all() for c in frame.columns]  # a column aligns as a whole, as in Markdown
     body = []
     for label, row in frame.iterrows():
-        cells = "".join(f"<td{_css(v)}>{e(str(v))}</td>" for v in row)
+        cells = "".join(f"<td{_css(v, n)}>{e(str(v))}</td>" for v, n in zip(row, numeric))
         body.append(f"<tr><th>{e(str(label))}</th>{cells}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _css(value) -> str:
-    return ' class="missing"' if value == "missing" else ' class="na"' if value == "n/a" else ""
+def _css(value, numeric_column: bool) -> str:
+    if value in ("missing", "n/a"):
+        return ' class="missing"' if value == "missing" else ' class="na"'
+    return "" if numeric_column else ' class="text"'  # numbers right-aligned, words left

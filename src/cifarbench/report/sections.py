@@ -47,9 +47,10 @@ def document(inp: Inputs) -> tuple[Document, dict]:
     planned = sum(len(e.seeds) for e in inp.expected.itertuples() if e.applies)
     n_na = int((~inp.expected["applies"]).sum())
     intro = [
-        f"Preset `{inp.preset}`: {len(inp.runs)} of {planned} planned runs found "
+        f"Preset {inp.preset}: {len(inp.runs)} of {planned} planned runs found "
         f"({len(inp.archs)} architectures x {len(inp.ablations)} ablations, {n_na} cells not applicable); "
-        f"{len(missing)} missing; {len(inp.left_out)} current runs of this preset left out as not this plan's.",
+        f"{len(missing)} missing; {len(inp.left_out)} current runs of this preset left out because they were made "
+        "under other params or code than the plan gives now (dvc repro reruns those cells).",
         "Accuracies are test-set percentages; deltas are percentage points against the same architecture's "
         "baseline. Source: the current MLflow runs of this preset (see Provenance).",
     ]
@@ -185,7 +186,7 @@ def tuning_section(inp: Inputs) -> Section:
         **{c: lambda v: f"{v:.0f}" for c in ("trials_complete", "trials_pruned", "trials_failed")},
         "pruned_share": lambda v: f"{100 * v:.0f}%", "importance_lr": lambda v: f"{v:.2f}",
         "importance_weight_decay": lambda v: f"{v:.2f}"}, empty="–")
-    show.columns = ["used tuned lr/wd", "study in MLflow", "best lr", "best wd", "best val acc %", "complete",
+    show.columns = ["tuned", "study", "best lr", "best wd", "best val acc %", "complete",
                     "pruned", "failed", "pruned share", "importance lr", "importance wd"]
     return Section("tuning", "6. Tuning", "Optuna's best learning rate and weight decay per architecture (validation "
                    "split only); importance says which of the two mattered more.", [Table(show)])
