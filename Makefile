@@ -14,5 +14,7 @@ $(VENV)/.installed: pyproject.toml
 repro: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
+# The report tests open the HTML in headless Chromium (Debian's package; needs root or sudo).
 test: setup
+	bash tests/install_browser.sh
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest
