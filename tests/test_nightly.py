@@ -22,7 +22,7 @@ from cifarbench.nightly.store import append_history, cells_of, night, read_basel
 from project import ROOT
 
 CFG = NightlyConfig(k=3.0, floor=0.05, max_slowdown=0.25)
-CPU = "cpu / x86_64"
+CPU = "cpu / x86_64 / none"
 WORKFLOW = ROOT / ".github" / "workflows" / "nightly.yml"
 NIGHTLY_COMMAND = 'cifarbench nightly --preset "$PRESET"'  # the workflow's step; the pipeline test runs it
 
@@ -96,7 +96,7 @@ def test_summarize_runs_per_cell():
         "arch": ["a", "a", "a", "b"], "ablation": ["x", "x", "x", "x"], "seed": [0, 1, 2, 0],
         "status": ["completed", "early_stopped", "diverged", "completed"],
         "metrics.test_acc": [0.5, 0.7, 0.1, 0.4], "metrics.images_per_s": [100.0, 300.0, 200.0, 50.0],
-        "tags.fast.device": ["cpu"] * 4, "tags.host_cpu": ["x86_64"] * 4,
+        "tags.fast.device": ["cpu"] * 4, "tags.host_cpu": ["x86_64"] * 4, "tags.host_gpu": ["none"] * 4,
     })  # fmt: skip
     out = summarize(runs, [("a", "x"), ("b", "x"), ("c", "x")]).set_index("arch")
     assert out.loc["a", "n"] == 2 and out.loc["a", "mean"] == pytest.approx(0.6)

@@ -55,8 +55,21 @@ def provenance() -> dict[str, str]:
         "torch_version": torch.__version__,
         "mlflow_version": mlflow.__version__,
         "python_version": platform.python_version(),
-        "host_cpu": platform.processor() or platform.machine(),
+        "host_cpu": _cpu_model(),
+        "host_gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "none",
+        "host_cores": str(os.cpu_count()),
     }
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), so throughput is compared only on like hardware."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _git(*args: str) -> str:

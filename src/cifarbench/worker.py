@@ -107,14 +107,23 @@ def serve(path: Path, idle_s: float) -> None:
     inode = os.stat(path).st_ino
     try:
         while select.select([server], [], [], idle_s)[0]:
-            conn, _ = server.accept()
-            with conn:
-                _serve_one(conn)
+            _accept_and_serve(server)
     finally:
-        server.close()
         with contextlib.suppress(FileNotFoundError):
             if os.stat(path).st_ino == inode:  # not a newer worker's socket that replaced ours
-                path.unlink()
+                path.unlink()  # from here on a new client starts a new worker
+        server.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:  # clients that connected before the unlink are still served
+                _accept_and_serve(server)
+        server.close()
+
+
+def _accept_and_serve(server: socket.socket) -> None:
+    conn, _ = server.accept()
+    conn.setblocking(True)
+    with conn:
+        _serve_one(conn)
 
 
 def _serve_one(conn: socket.socket) -> None:

@@ -4,7 +4,7 @@ A cell summary (`summarize`, and the rows of baseline.json) has the columns SUMM
     n             seeds that finished (not diverged); their test accuracy gives mean and std (sample sd)
     diverged      seeds whose loss stopped being finite
     images_per_s  median over seeds of each run's median training images/s per epoch
-    hardware      "<fast.device> / <host_cpu>" as the runs recorded it
+    hardware      "<fast.device> / <host_cpu> / <host_gpu>" as the runs recorded it
 
 Accuracy: a cell regresses when tonight's mean is below the baseline's by more than
 max(k * sigma, floor). sigma is the standard error of the difference of the two means, from the seed
@@ -38,17 +38,18 @@ def summarize(runs: pd.DataFrame, cells: list[tuple[str, str]]) -> pd.DataFrame:
     """One summary row per cell in `cells` (in that order) from current training runs, one row per seed.
 
     `runs` is a `cifarbench.report.runs.load_runs` frame (arch, ablation, status, metrics.test_acc,
-    metrics.images_per_s, tags.fast.device, tags.host_cpu). A cell without runs gets n = 0.
+    metrics.images_per_s, tags.fast.device, tags.host_cpu, tags.host_gpu). A cell without runs gets n = 0.
     """
     runs = runs.reindex(columns=[*CELL, "status", "metrics.test_acc", "metrics.images_per_s",
-                                 "tags.fast.device", "tags.host_cpu"])
+                                 "tags.fast.device", "tags.host_cpu", "tags.host_gpu"])
     rows = []
     for arch, ablation in cells:
         mine = runs[(runs["arch"] == arch) & (runs["ablation"] == ablation)]
         done = mine[mine["status"] != "diverged"]
         accs = done["metrics.test_acc"].dropna()
         speeds = mine["metrics.images_per_s"].dropna()
-        hardware = sorted({f"{d} / {h}" for d, h in zip(mine["tags.fast.device"], mine["tags.host_cpu"])})
+        hardware = sorted({" / ".join(map(str, ids)) for ids in
+                           zip(mine["tags.fast.device"], mine["tags.host_cpu"], mine["tags.host_gpu"])})
         rows.append({
             "arch": arch, "ablation": ablation, "n": len(accs),
             "mean": accs.mean() if len(accs) else math.nan,
