@@ -157,19 +157,24 @@ def test_a_killed_study_resumes_without_lost_or_stuck_trials(workdir):
     child = run_child(workdir, tree)
     journal = workdir / STORAGE
 
-    def one_done_one_running() -> bool:
-        if child.poll() is not None:
-            raise AssertionError(child.stdout.read())
+    def trials() -> list:
         if not journal.is_file():
-            return False
+            return []
         names = [s.study_name for s in optuna.get_all_study_summaries(
             optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal))))]
-        states = [t.state for t in study_trials(workdir, names[0])] if names else []
-        return TrialState.COMPLETE in states and states[-1] == TrialState.RUNNING
+        return study_trials(workdir, names[0]) if names else []
 
-    wait_for(one_done_one_running)
+    def mid_trial_after_a_complete_one() -> bool:
+        if child.poll() is not None:
+            raise AssertionError(child.stdout.read())
+        states = trials()
+        return (any(t.state == TrialState.COMPLETE for t in states) and states[-1].state == TrialState.RUNNING
+                and len(states[-1].intermediate_values) == 1)  # 3 epochs to go: the kill lands mid-trial
+
+    wait_for(mid_trial_after_a_complete_one)
     child.send_signal(signal.SIGKILL)
     child.wait()
+    assert trials()[-1].state == TrialState.RUNNING  # left behind by the dead process
 
     tuned = tune_stage(tree, "lenet5")
     trials = study_trials(workdir, tuned["study"])

@@ -3,7 +3,8 @@ validation split only (this module never loads the test split).
 
 Study: one per (preset, architecture, search), named `<preset>/<arch>/<hash>`. The hash covers all that
 decides a trial's result (the baseline cell at the tuning epochs, the data, the ranges, sampler and
-pruner), so changing any of it starts a fresh study, while raising `tune_trials` extends the old one.
+pruner, the training code), so changing any of it starts a fresh study, while raising `tune_trials`
+extends the old one.
 
 Storage: `tune.storage` in params.yaml, or the CIFARBENCH_OPTUNA_STORAGE environment variable. A path
 (relative to the working directory, the repo root under `dvc repro`) is an Optuna journal file: appends
@@ -134,11 +135,19 @@ def make_search(tree: dict, cfg: TuneConfig, arch: str) -> Search:
     data = json.loads(info.read_text()) if info.is_file() else {}
     what = {"cell": cell.config(), "lr": lr, "wd": wd, "seed": base.seeds[0], "sampler_seed": cfg.sampler_seed,
             "startup": cfg.startup_trials, "pruner": cfg.pruner.model_dump(),
-            "data": {k: data.get(k) for k in ("archive_md5", "val_size", "seed")}}
+            "data": {k: data.get(k) for k in ("archive_md5", "val_size", "seed")}, "code": _code_digest()}
     for key in ("lr", "weight_decay"):  # overridden by every trial
         what["cell"]["train"]["optimizer"].pop(key)
     digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
     return Search(cell, lr, wd, base.budget.tune_trials, f"{plan.preset}/{arch}/{digest}")
+
+
+def _code_digest() -> str:
+    """The training code's content (the tune stage's code deps in dvc.yaml): when DVC reruns the stage
+    because that code changed, the study starts afresh instead of returning the old result."""
+    package = Path(__file__).parent
+    files = sorted([*package.glob("engine/*.py"), *package.glob("models/*.py"), package / "plan.py", Path(__file__)])
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
 
 
 # --- storage ---------------------------------------------------------------------------------------------
