@@ -37,7 +37,8 @@ def test_layers_apply_in_order():
     base = resolve_cell(plan, "lenet5", "baseline")
     assert base.model.width == 2.0  # architectures.lenet5.presets.default
     assert base.train.optimizer.lr == 0.05  # architectures.lenet5 over recipe
-    assert base.train.epochs == PARAMS["presets"]["default"]["train"]["epochs"]
+    assert base.train.epochs == PARAMS["architectures"]["lenet5"]["presets"]["default"]["train"]["epochs"]
+    assert base.train.batch_size == PARAMS["presets"]["default"]["train"]["batch_size"]
     assert base.train.augment.policy == "standard"  # recipe
     no_l2 = resolve_cell(plan, "lenet5", "no_l2", tuned={"lr": 0.01, "weight_decay": 1e-3})
     assert no_l2.train.optimizer.weight_decay == 0.0  # the ablation wins over the tuned value
