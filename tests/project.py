@@ -6,10 +6,15 @@ the stages import the installed cifarbench package. params.yaml is edited the wa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -73,3 +78,31 @@ class Project:
 
     def repro(self, *targets: str, check: bool = True, **env) -> subprocess.CompletedProcess:
         return self.run("dvc", "repro", *targets, check=check, **env)
+
+
+@contextlib.contextmanager
+def mlflow_server(folder: Path, backend_uri: str, *extra_args: str) -> Iterator[str]:
+    """A real `mlflow server` on a free 127.0.0.1 port over `backend_uri`; yields its URL, stops it after."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log_path = folder / "mlflow-server.log"
+    with open(log_path, "w") as log:
+        server = subprocess.Popen([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+                                   "--workers", "1", "--backend-store-uri", backend_uri, *extra_args],
+                                  stdout=log, stderr=subprocess.STDOUT, cwd=folder)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 180  # ~15 s idle, ~45 s on 2 busy cores
+            while True:
+                try:
+                    urllib.request.urlopen(f"{url}/health", timeout=2)
+                    break
+                except OSError:
+                    assert server.poll() is None, log_path.read_text()
+                    assert time.monotonic() < deadline, f"mlflow server did not answer in 180 s: {log_path.read_text()}"
+                    time.sleep(1)
+            yield url
+        finally:
+            server.terminate()
+            server.wait(timeout=30)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import pickle
 import shutil
@@ -153,7 +152,7 @@ def test_prepare_writes_stratified_seeded_splits(cifar_archive, tmp_path):
     again = prepare_splits(archive, tmp_path / "b", val_size=100, seed=3)
     assert again == info
     assert (load_split(tmp_path / "b", "val").labels == val.labels).all()
-    other = prepare_splits(archive, tmp_path / "c", val_size=100, seed=4)
+    prepare_splits(archive, tmp_path / "c", val_size=100, seed=4)
     assert not (load_split(tmp_path / "c", "val").labels == val.labels).all()
     assert json.loads((tmp_path / "a" / "info.json").read_text()) == info
 

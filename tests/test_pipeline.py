@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
-import subprocess
 import time
 
 import pytest
@@ -16,7 +14,7 @@ from cifarbench.config import load_params
 from cifarbench.errors import ConfigError
 from cifarbench.io import read_json
 from cifarbench.pipeline import train_stage
-from project import BIN, ROOT, Project
+from project import ROOT, Project, mlflow_server
 
 pytestmark = pytest.mark.slow
 
@@ -140,45 +138,22 @@ def test_changing_one_ablation_reruns_only_its_cells(smoke):
     assert replaced.data.tags["cifarbench.superseded_by"] == now["lenet5/flip/seed0"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """A real `mlflow server` on 127.0.0.1, stopped after the module."""
+def server_url(tmp_path_factory):
     folder = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    server = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--artifacts-destination", str(folder / "artifacts")],
-        stdout=open(folder / "server.log", "w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            assert server.poll() is None, (folder / "server.log").read_text()
-            assert time.monotonic() < deadline, "mlflow server did not start in 120 s"
-            time.sleep(0.5)
-    yield url
-    server.terminate()
-    server.wait(timeout=30)
+    with mlflow_server(folder, f"sqlite:///{folder / 'server.db'}", "--artifacts-destination", str(folder / "artifacts")) as url:
+        yield url
 
 
-def test_pipeline_logs_to_an_mlflow_server(tmp_path, cifar_archive, mlflow_server):
+def test_pipeline_logs_to_an_mlflow_server(tmp_path, cifar_archive, server_url):
     archive, md5 = cifar_archive
     params = load_params(ROOT / "params.yaml")
     project = Project.create(tmp_path, preset="smoke", data__url=str(archive), data__md5=md5, data__val_size=100,
                              architectures={"lenet5": params["architectures"]["lenet5"]},
                              ablations={k: params["ablations"][k] for k in ("baseline", "flip")})
-    project.repro(MLFLOW_TRACKING_URI=mlflow_server)
+    project.repro(MLFLOW_TRACKING_URI=server_url)
     assert not (tmp_path / "mlflow.db").exists()
-    client = MlflowClient(tracking_uri=mlflow_server)
+    client = MlflowClient(tracking_uri=server_url)
     runs = {r.info.run_name: r for r in current_runs(client)}
     assert set(runs) == {"lenet5/baseline/seed0", "lenet5/flip/seed0"}
     assert all(r.info.status == "FINISHED" and "test_acc" in r.data.metrics for r in runs.values())

@@ -11,7 +11,6 @@ import json
 import math
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -28,7 +27,7 @@ from scipy import stats
 from cifarbench.config import load_params
 from cifarbench.report import load_histories, load_runs
 from cifarbench.report.build import gather, report_stage, run
-from project import BIN, ROOT, Project
+from project import ROOT, Project, mlflow_server
 
 pytestmark = pytest.mark.slow
 
@@ -235,35 +234,12 @@ def test_html_is_self_contained_and_renders_in_chromium(report_project, chromium
     assert_not_blank(shot)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_ui(report_project, tmp_path):
     """`mlflow server` on 127.0.0.1 over a copy of the pipeline's store; yields its URL."""
     shutil.copy(report_project.path / "mlflow.db", tmp_path / "mlflow.db")
-    port = _free_port()
-    log = open(tmp_path / "server.log", "w")
-    server = subprocess.Popen([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers",
-                               "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
-                              stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180  # about 45 s on 2 busy cores
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            break
-        except OSError:
-            assert server.poll() is None, (tmp_path / "server.log").read_text()
-            assert time.monotonic() < deadline, "mlflow server did not answer in 180 s"
-            time.sleep(1)
-    yield url
-    server.terminate()
-    server.wait(timeout=30)
-    log.close()
+    with mlflow_server(tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}") as url:
+        yield url
 
 
 def test_mlflow_ui_lists_and_compares_the_pipeline_runs(report_project, mlflow_ui, chromium):
