@@ -28,8 +28,14 @@ SYSTEM_METRICS_INTERVAL_S = 2  # MLflow's default (10 s) would miss most of a sh
 
 
 def tracking_uri(cfg: TrackingConfig) -> str:
-    """MLFLOW_TRACKING_URI wins over params.yaml `tracking.uri`."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or cfg.uri
+    """MLFLOW_TRACKING_URI wins over params.yaml `tracking.uri`. A relative SQLite path is made absolute
+    (against the working directory, the repo root for stages): MLflow caches stores by URI string, so
+    `sqlite:///mlflow.db` would otherwise keep pointing at the first folder a process used it in."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.uri
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not Path(uri[len(prefix):]).is_absolute():
+        uri = prefix + str(Path.cwd() / uri[len(prefix):])
+    return uri
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
