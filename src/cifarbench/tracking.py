@@ -110,11 +110,17 @@ class RunLog:
     def mark_current(self, identity: Mapping[str, str]) -> None:
         """Make this run the current one of its identity and retire the earlier ones."""
         query = " and ".join(f"tags.{k} = '{identity[k]}'" for k in IDENTITY)
-        for run in self.client.search_runs([self.experiment_id], f"{query} and tags.`{CURRENT}` = 'true'"):
-            if run.info.run_id != self.run_id:
-                self.client.set_tag(run.info.run_id, CURRENT, "false")
-                self.client.set_tag(run.info.run_id, "cifarbench.superseded_by", self.run_id)
-        self.client.set_tag(self.run_id, CURRENT, "true")
+        mark_current(self.client, self.experiment_id, self.run_id, query)
+
+
+def mark_current(client, experiment_id: str, run_id: str, query: str) -> None:
+    """Tag `run_id` current and retire (current=false, superseded_by) the other current runs matching the
+    MLflow filter `query`: the one rule for training runs and tuning studies alike."""
+    for run in client.search_runs([experiment_id], f"{query} and tags.`{CURRENT}` = 'true'"):
+        if run.info.run_id != run_id:
+            client.set_tag(run.info.run_id, CURRENT, "false")
+            client.set_tag(run.info.run_id, "cifarbench.superseded_by", run_id)
+    client.set_tag(run_id, CURRENT, "true")
 
 
 @contextlib.contextmanager

@@ -58,7 +58,7 @@ from cifarbench.errors import CifarbenchError, ConfigError
 from cifarbench.io import write_json_atomic
 from cifarbench.pipeline import tuned_path
 from cifarbench.plan import BASELINE, Cell, load_plan, resolve_cell
-from cifarbench.tracking import CURRENT, provenance, tracking_uri
+from cifarbench.tracking import CURRENT, mark_current, provenance, tracking_uri
 
 ENV_STORAGE = "CIFARBENCH_OPTUNA_STORAGE"
 MAX_RETRIES = 2  # a trial whose process keeps dying (out of memory, say) is then given up
@@ -533,13 +533,8 @@ class StudyLog:
         params = [Param(f"best.{k}", str(v)) for k, v in summary["optimizer"].items() if f"best.{k}" not in logged]
         self.client.log_batch(run_id, metrics=metrics, params=params if summary["tuned"] else [])
         self.client.set_tag(run_id, "tuned", str(summary["tuned"]).lower())
-        query = (f"tags.`cifarbench.kind` = 'tune' and tags.arch = '{self.arch}' and tags.preset = '{self.preset}' "
-                 f"and tags.`{CURRENT}` = 'true'")
-        for run in self.client.search_runs([self.experiment_id], query):
-            if run.info.run_id != run_id:
-                self.client.set_tag(run.info.run_id, CURRENT, "false")
-                self.client.set_tag(run.info.run_id, "cifarbench.superseded_by", run_id)
-        self.client.set_tag(run_id, CURRENT, "true")
+        mark_current(self.client, self.experiment_id, run_id,
+                     f"tags.`cifarbench.kind` = 'tune' and tags.arch = '{self.arch}' and tags.preset = '{self.preset}'")
         self.client.set_terminated(run_id, "FINISHED")
 
 
