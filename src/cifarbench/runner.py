@@ -8,6 +8,9 @@ Outputs in `out_dir` (the DVC outs of `train@<arch>-<ablation>`):
     models/seed<k>.pt   final weights (state_dict)
 Checkpoints for resuming a killed run live in `work_dir/<config hash>/` (not a DVC output, so a rerun
 after a kill resumes instead of starting over) and are removed once the cell is complete.
+On a CPU with fewer than two cores per seed, the seeds train side by side in forked 1-thread processes
+(cifarbench.forked); each run records its torch thread count (tag `fast.threads`), which its numbers
+depend on at the last bit.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import torch
 
 from cifarbench.data import CLASSES, Split, load_split
 from cifarbench.engine import EpochRecord, evaluate, fit
+from cifarbench.engine.fast import resolve_device
+from cifarbench.forked import map_forked, side_by_side
 from cifarbench.io import atomic_path, write_json_atomic
 from cifarbench.models import build_model_from
 from cifarbench.models.profile import count_parameters, flops_per_image
@@ -50,17 +55,26 @@ def run_cell(cell: Cell, *, prepared: Path, out_dir: Path, work_dir: Path, track
     train, val, test = load_data(prepared, cell)
     ckpt_dir = work_dir / cell.config_hash()
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    per_seed, history = {}, []
-    for seed in cell.seeds:
-        per_seed[seed], rows = _run_seed(cell, seed, train, val, test, ckpt_dir, out_dir, tracking, tags, on_epoch)
-        history += rows
+
+    def one_seed(seed: int, report: Callable[[dict | None], None]) -> tuple[dict, list[dict]]:
+        return _run_seed(cell, seed, train, val, test, ckpt_dir, out_dir, tracking, tags, report)
+
+    def on_report(seed: int, record: dict | None) -> None:
+        if record is not None:  # None: the seed's MLflow run is open
+            on_epoch(seed, record)
+
+    on_cpu = resolve_device(cell.train.device).type == "cpu"
+    processes = side_by_side(cell.seeds) if on_cpu else 1
+    done = map_forked(one_seed, cell.seeds, processes=processes, on_report=on_report)
+    per_seed = {seed: summary for seed, (summary, _) in zip(cell.seeds, done)}
+    history = [row for _, rows in done for row in rows]
     metrics = summarize(per_seed)
     result = _write_outputs(out_dir, metrics, history)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return result
 
 
-def _run_seed(cell, seed, train, val, test, ckpt_dir, out_dir, tracking, tags, on_epoch):
+def _run_seed(cell, seed, train, val, test, ckpt_dir, out_dir, tracking, tags, report):
     torch.manual_seed(seed)
     model = build_model_from(cell.model)
     run_id_file = ckpt_dir / f"seed{seed}.mlflow-run"
@@ -71,11 +85,12 @@ def _run_seed(cell, seed, train, val, test, ckpt_dir, out_dir, tracking, tags, o
     with training_run(tracking, name=f"{cell.name}/seed{seed}", tags=run_tags, params=params,
                       resume_run_id=resume) as log:
         run_id_file.write_text(log.run_id)
+        report(None)
 
         def record_epoch(record: EpochRecord) -> None:
             row = dataclasses.asdict(record)
             log.log_epoch(row, record.epoch)
-            on_epoch(seed, row)
+            report(row)
 
         started = time.perf_counter()
         result = fit(model, train, val, cell.train, seed=seed, checkpoint=ckpt_dir / f"seed{seed}.pt",
@@ -95,15 +110,16 @@ def _run_seed(cell, seed, train, val, test, ckpt_dir, out_dir, tracking, tags, o
             "flops_per_image": flops_per_image(model),
         }
         per_class = {f"test_acc_{name}": acc for name, acc in zip(CLASSES, tested.per_class_accuracy)}
+        fast_paths = result.fast_paths | {"threads": torch.get_num_threads()}
         log.log_final({k: v for k, v in summary.items() if isinstance(v, (int, float)) and v == v} | per_class,
-                      {"status": result.status, **{f"fast.{k}": str(v) for k, v in result.fast_paths.items()}})
+                      {"status": result.status, **{f"fast.{k}": str(v) for k, v in fast_paths.items()}})
         write_json_atomic(ckpt_dir / f"seed{seed}-confusion.json", {"classes": list(CLASSES), "confusion": tested.confusion})
         log.log_artifact(ckpt_dir / f"seed{seed}-confusion.json")
         with atomic_path(out_dir / "models" / f"seed{seed}.pt") as tmp:
             torch.save(model.state_dict(), tmp)
         log.mark_current(identity)
     rows = [{"seed": seed, **{k: r[k] for k in HISTORY_FIELDS[1:]}} for r in result.history]
-    return summary | {"run_id": log.run_id, "fast_paths": result.fast_paths}, rows
+    return summary | {"run_id": log.run_id, "fast_paths": fast_paths}, rows
 
 
 def summarize(per_seed: dict[int, dict]) -> dict:

@@ -70,8 +70,8 @@ def build_model(
 
     width: channel/hidden-unit multiplier (1 = the paper's model). batch_norm / dropout: None = the
     family's default (`model_info(name)`); dropout p is the probability of dropping. stem_stride=2 makes
-    the first conv stride 2, so every later layer works on a quarter of the pixels (GoogLeNet and DenseNet,
-    whose CIFAR versions keep 32x32 maps for their first blocks and are far too slow for a CPU otherwise).
+    the first conv stride 2, so every later layer works on a quarter of the pixels (GoogLeNet, DenseNet and
+    ResNet, whose CIFAR versions keep 32x32 maps for their first blocks and are far too slow for a CPU otherwise).
     """
     info = model_info(name)
     if not (_is_number(num_classes) and isinstance(num_classes, int) and num_classes >= 1):
