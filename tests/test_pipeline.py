@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 # A cross-section of the matrix that exercises every kind of cell: a plain CNN without batch norm
 # (lenet5: no_bn not applicable), a normalized CNN (resnet18) and a recurrent net (lstm: no BN switch).
 ARCHS = ["lenet5", "resnet18", "lstm"]
-ABLATIONS = ["baseline", "no_reg", "no_bn", "early_stop", "flip"]
+ABLATIONS = ["baseline", "no_reg", "no_bn", "early_stop", "crop"]
 
 
 def trimmed(params: dict) -> dict:
@@ -114,11 +114,11 @@ def test_bad_params_fail_before_training(smoke, monkeypatch):
         with pytest.raises(ConfigError, match=message):
             train_stage({**params, **change}, "lenet5", "baseline")
     before = len(current_runs(client_for(project)))
-    project.set_params(ablations__flip__train__augment__policy="flipp")
-    failed = project.repro("train@lenet5-flip", check=False)
-    project.set_params(ablations__flip__train__augment__policy="flip")
+    project.set_params(ablations__crop__train__augment__policy="cropp")
+    failed = project.repro("train@lenet5-crop", check=False)
+    project.set_params(ablations__crop__train__augment__policy="crop")
     assert failed.returncode != 0
-    assert "ablations.flip" in failed.stderr + failed.stdout and "flipp" in failed.stderr + failed.stdout
+    assert "ablations.crop" in failed.stderr + failed.stdout and "cropp" in failed.stderr + failed.stdout
     assert len(current_runs(client_for(project))) == before
 
 
@@ -126,16 +126,16 @@ def test_changing_one_ablation_reruns_only_its_cells(smoke):
     project, _ = smoke
     client = client_for(project)
     old = {r.info.run_name: r.info.run_id for r in current_runs(client)}
-    project.set_params(ablations__flip__train__augment__vflip=True)
+    project.set_params(ablations__crop__train__augment__crop_padding=2)
     rerun = project.repro()
-    assert sorted(stages_run(rerun.stdout)) == ["report", *(f"train@{a}-flip" for a in sorted(ARCHS))]
+    assert sorted(stages_run(rerun.stdout)) == ["report", *(f"train@{a}-crop" for a in sorted(ARCHS))]
     now = {r.info.run_name: r.info.run_id for r in current_runs(client)}
     assert now.keys() == old.keys()  # still exactly one current run per (arch, ablation, seed)
     changed = {name for name in now if now[name] != old[name]}
-    assert changed == {f"{a}/flip/seed0" for a in ARCHS}
-    replaced = client.get_run(old["lenet5/flip/seed0"])
+    assert changed == {f"{a}/crop/seed0" for a in ARCHS}
+    replaced = client.get_run(old["lenet5/crop/seed0"])
     assert replaced.data.tags["cifarbench.current"] == "false"
-    assert replaced.data.tags["cifarbench.superseded_by"] == now["lenet5/flip/seed0"]
+    assert replaced.data.tags["cifarbench.superseded_by"] == now["lenet5/crop/seed0"]
 
 
 @pytest.fixture(scope="module")

@@ -46,9 +46,10 @@ def _run(tmp_path: Path, prepared: Path, threads: int) -> tuple[dict, list]:
     return metrics, epochs
 
 
-def test_seeds_side_by_side_match_seeds_one_after_another(tmp_path, prepared):
+def test_seeds_side_by_side_match_seeds_one_after_another(tmp_path, prepared, monkeypatch):
     """Two cores: each seed in its own 1-thread process. Same numbers as one 1-thread process doing both,
     every epoch reported to the parent, one MLflow run per seed in a store both children wrote to."""
+    monkeypatch.chdir(tmp_path)  # MLflow puts a SQLite store's artifacts in ./mlruns
     parallel, epochs = _run(tmp_path / "parallel", prepared, threads=2)
     sequential, _ = _run(tmp_path / "sequential", prepared, threads=1)
     assert sorted(epochs) == [(seed, e) for seed in (0, 1) for e in (1, 2)]

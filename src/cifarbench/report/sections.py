@@ -106,13 +106,20 @@ def matrix_section(deltas: pd.DataFrame, board: pd.DataFrame, missing: pd.DataFr
         index=pd.Index(inp.archs, name="arch"), columns=inp.ablations)
     figure = figures.delta_heatmap(deltas, inp.archs, [b for b in inp.ablations if b != BASELINE])
     blocks = [Image("ablation_matrix.png", png_bytes(figure), "ablation heat map"), Table(matrix)]
+    noise = deltas[deltas["df"] > 0].drop_duplicates("arch").set_index("arch")
+    if len(noise):
+        blocks += ["Seed noise behind the intervals: sd of one paired delta, pooled over the architecture's "
+                   "ablations (degrees of freedom):",
+                   Bullets([f"{a}: {100 * noise.loc[a, 'sd']:.2f} points (df {noise.loc[a, 'df']})"
+                            for a in inp.archs if a in noise.index])]
     if len(missing):
         blocks += ["Missing runs (not finished, or made under other params):",
                    Bullets([f"{r.arch}/{r.ablation}/seed{r.seed}" for r in missing.itertuples()])]
     about = inp.expected.drop_duplicates("ablation")
     blocks += ["What each column changes:", Bullets([f"{r.ablation}: {r.about}" for r in about.itertuples()])]
     return Section("ablations", "2. Ablation matrix", "Blue helps, red hurts: each cell is the ablation's test accuracy "
-                   "minus the baseline's, paired by seed, [95% interval] when ≥ 2 seeds; * = interval excludes 0.",
+                   "minus the baseline's, paired by seed, [95% interval] when ≥ 2 seeds, from the seed noise pooled over "
+                   "the architecture's ablations; * = interval excludes 0.",
                    blocks)
 
 

@@ -70,15 +70,20 @@ def leaderboard(runs: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
 def paired_deltas(runs: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
     """Per (arch, ablation): test accuracy minus the baseline's, paired by seed.
 
-    delta_s = acc(ablation, s) - acc(baseline, s) over the seeds both have; with n >= 2 seeds the 95%
-    interval is mean +- t(0.975, n-1) * sd / sqrt(n). `state`: ok | n/a (plan skips it) | missing (no run
-    of the cell, or of its baseline, for a shared seed).
+    delta_s = acc(ablation, s) - acc(baseline, s) over the seeds both have. The 95% interval is
+    mean +- t(0.975, df) * sd / sqrt(n), where sd is the seed-to-seed sd of the paired deltas **pooled over
+    the architecture's ablations** (squared deviations from each cell's own mean, over df = sum of n - 1).
+    With 2 seeds a cell alone has 1 degree of freedom (t = 12.7: intervals too wide to resolve anything);
+    the seed noise belongs to the architecture and its budget, which all its cells share, so pooling ~12
+    cells gives ~12 degrees of freedom (t = 2.2). A cell equal to its baseline on every seed (an early stop
+    that never fired) carries no noise information and stays out of the pool. `state`: ok | n/a (plan
+    skips it) | missing (no run of the cell, or of its baseline, for a shared seed).
     """
     acc = runs.set_index(["arch", "ablation", "seed"])[ACC]
-    rows = []
+    rows, diffs_of = [], {}
     for e in expected.itertuples():
         row = {"arch": e.arch, "ablation": e.ablation, "group": e.group, "state": "ok", "n": 0,
-               "delta": np.nan, "lo": np.nan, "hi": np.nan, "excludes_zero": False}
+               "delta": np.nan, "lo": np.nan, "hi": np.nan, "excludes_zero": False, "sd": np.nan, "df": 0}
         if not e.applies:
             row["state"] = "n/a"
         else:
@@ -87,11 +92,23 @@ def paired_deltas(runs: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
             row.update(n=len(diffs), state="ok" if len(diffs) else "missing")
             if len(diffs):
                 row["delta"] = diffs.mean()
-            if len(diffs) >= 2:
-                half = stats.t.ppf(0.5 + CONFIDENCE / 2, len(diffs) - 1) * diffs.std(ddof=1) / math.sqrt(len(diffs))
-                row.update(lo=row["delta"] - half, hi=row["delta"] + half)
-                row["excludes_zero"] = bool(row["lo"] > 0 or row["hi"] < 0)
+            if e.ablation != BASELINE:
+                diffs_of[len(rows)] = diffs
         rows.append(row)
+    for arch in {r["arch"] for r in rows}:
+        cells = [i for i in diffs_of if rows[i]["arch"] == arch]
+        pool = [diffs_of[i] for i in cells if len(diffs_of[i]) >= 2 and np.any(diffs_of[i] != 0)]
+        df = sum(len(d) - 1 for d in pool)
+        if df == 0:
+            continue
+        sd = math.sqrt(sum(((d - d.mean()) ** 2).sum() for d in pool) / df)
+        t = stats.t.ppf(0.5 + CONFIDENCE / 2, df)
+        for i in cells:
+            row = rows[i]
+            if row["n"]:
+                half = t * sd / math.sqrt(row["n"])
+                row.update(sd=sd, df=df, lo=row["delta"] - half, hi=row["delta"] + half)
+                row["excludes_zero"] = bool(row["lo"] > 0 or row["hi"] < 0)
     return pd.DataFrame(rows)
 
 
