@@ -43,9 +43,9 @@ def map_forked(fn: Callable[[Any, Report], Any], items: Sequence[Any], *, proces
     `report(payload)` inside fn reaches `on_report(item, payload)` in this process (progress bars, logs).
     Children start one at a time: the next starts once the previous one has reported, so one-time setup
     (e.g. creating the MLflow database) never races. Results and payloads must pickle. processes <= 1
-    runs everything here, in order. The first failure
-    stops the others (their work so far stays wherever fn saved it) and raises ChildFailed with the child's
-    traceback. Children die with this process (Linux), so killing a stage leaves no orphans training on."""
+    runs everything here, in order. The first failure stops the others (their work so far stays wherever
+    fn saved it) and raises ChildFailed with the child's traceback. Children die with this process
+    (Linux), so killing a stage leaves no orphans training on."""
     if processes <= 1 or len(items) <= 1:
         return [fn(item, lambda payload, item=item: on_report(item, payload)) for item in items]
     ctx = multiprocessing.get_context("fork")

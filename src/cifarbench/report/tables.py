@@ -80,7 +80,7 @@ def paired_deltas(runs: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
     skips it) | missing (no run of the cell, or of its baseline, for a shared seed).
     """
     acc = runs.set_index(["arch", "ablation", "seed"])[ACC]
-    rows, diffs_of = [], {}
+    rows, cells_of = [], {}  # arch -> [(row index, paired deltas)] of its ablations
     for e in expected.itertuples():
         row = {"arch": e.arch, "ablation": e.ablation, "group": e.group, "state": "ok", "n": 0,
                "delta": np.nan, "lo": np.nan, "hi": np.nan, "excludes_zero": False, "sd": np.nan, "df": 0}
@@ -93,20 +93,18 @@ def paired_deltas(runs: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
             if len(diffs):
                 row["delta"] = diffs.mean()
             if e.ablation != BASELINE:
-                diffs_of[len(rows)] = diffs
+                cells_of.setdefault(e.arch, []).append((len(rows), diffs))
         rows.append(row)
-    for arch in {r["arch"] for r in rows}:
-        cells = [i for i in diffs_of if rows[i]["arch"] == arch]
-        pool = [diffs_of[i] for i in cells if len(diffs_of[i]) >= 2 and np.any(diffs_of[i] != 0)]
+    for cells in cells_of.values():
+        pool = [d for _, d in cells if len(d) >= 2 and np.any(d != 0)]
         df = sum(len(d) - 1 for d in pool)
         if df == 0:
             continue
         sd = math.sqrt(sum(((d - d.mean()) ** 2).sum() for d in pool) / df)
         t = stats.t.ppf(0.5 + CONFIDENCE / 2, df)
-        for i in cells:
-            row = rows[i]
-            if row["n"]:
-                half = t * sd / math.sqrt(row["n"])
+        for i, d in cells:
+            if len(d):
+                row, half = rows[i], t * sd / math.sqrt(len(d))
                 row.update(sd=sd, df=df, lo=row["delta"] - half, hi=row["delta"] + half)
                 row["excludes_zero"] = bool(row["lo"] > 0 or row["hi"] < 0)
     return pd.DataFrame(rows)
