@@ -149,6 +149,8 @@ def test_prepare_writes_stratified_seeded_splits(cifar_archive, tmp_path):
     train, val, test = (load_split(tmp_path / "a", s) for s in ("train", "val", "test"))
     assert train.images.shape == (400, 32, 32, 3) and str(train.images.dtype) == "torch.uint8"
     assert len(val) == 100 and len(test) == 200
+    first = load_split(tmp_path / "a", "train", limit=30)
+    assert len(first) == 30 and (first.images == train.images[:30]).all() and (first.labels == train.labels[:30]).all()
     again = prepare_splits(archive, tmp_path / "b", val_size=100, seed=3)
     assert again == info
     assert (load_split(tmp_path / "b", "val").labels == val.labels).all()
@@ -171,4 +173,6 @@ def test_cli_runs_both_steps(cifar_archive, tmp_path, monkeypatch, capsys):
     (tmp_path / "params.yaml").write_text(f"data:\n  url: {archive}\n  md5: {md5}\n  val_size: 50\n")
     assert main(["data"]) == 0
     assert "val:     50 images" in capsys.readouterr().out
-    assert sorted(p.name for p in (tmp_path / "data" / "prepared").iterdir()) == ["info.json", "test.npz", "train.npz", "val.npz"]
+    assert sorted(p.name for p in (tmp_path / "data" / "prepared").iterdir()) == [
+        "info.json", "test-images.npy", "test-labels.npy", "train-images.npy", "train-labels.npy",
+        "val-images.npy", "val-labels.npy"]

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from cifarbench.config import load_params
 from cifarbench.errors import ConfigError
 from cifarbench.io import read_json
-from cifarbench.pipeline import train_stage
+from cifarbench.pipeline import plan_stage
 from project import ROOT, Project, mlflow_server
 
 pytestmark = pytest.mark.slow
@@ -112,7 +112,7 @@ def test_bad_params_fail_before_training(smoke, monkeypatch):
         ({"presets": {**params["presets"], "smoke": {**params["presets"]["smoke"], "seeds": "0"}}}, r"presets.smoke.seeds"),
     ]:
         with pytest.raises(ConfigError, match=message):
-            train_stage({**params, **change}, "lenet5", "baseline")
+            plan_stage({**params, **change})
     before = len(current_runs(client_for(project)))
     project.set_params(ablations__crop__train__augment__policy="cropp")
     failed = project.repro("train@lenet5-crop", check=False)
@@ -128,7 +128,7 @@ def test_changing_one_ablation_reruns_only_its_cells(smoke):
     old = {r.info.run_name: r.info.run_id for r in current_runs(client)}
     project.set_params(ablations__crop__train__augment__crop_padding=2)
     rerun = project.repro()
-    assert sorted(stages_run(rerun.stdout)) == ["report", *(f"train@{a}-crop" for a in sorted(ARCHS))]
+    assert sorted(stages_run(rerun.stdout)) == ["plan", "report", *(f"train@{a}-crop" for a in sorted(ARCHS))]
     now = {r.info.run_name: r.info.run_id for r in current_runs(client)}
     assert now.keys() == old.keys()  # still exactly one current run per (arch, ablation, seed)
     changed = {name for name in now if now[name] != old[name]}

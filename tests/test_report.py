@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
@@ -27,6 +28,7 @@ from scipy import stats
 from cifarbench.config import load_params
 from cifarbench.report import load_histories, load_runs
 from cifarbench.report.build import gather, report_stage, run
+from cifarbench.report.tables import ACC, paired_deltas
 from project import ROOT, Project, mlflow_server
 
 pytestmark = pytest.mark.slow
@@ -264,3 +266,26 @@ def test_mlflow_ui_lists_and_compares_the_pipeline_runs(report_project, mlflow_u
     dom = browse(chromium, compare, "--virtual-time-budget=15000", "--dump-dom")
     assert "Parallel Coordinates" in dom and all(name in dom for name in compared)
     assert "train.augment.policy" in dom and "test_acc" in dom
+
+
+def test_early_stopping_keeps_its_own_noise_out_of_the_pool():
+    """Fixed-budget cells pool their seed noise; an early-stopped cell (seeds stop at their own epochs) is
+    judged on its own seeds, so one wild seed there neither widens nor narrows the others' intervals."""
+    expected = pd.DataFrame([
+        {"arch": "vgg11", "ablation": name, "group": "regularization", "seeds": [0, 1, 2],
+         "early_stop": name == "early_stop", "applies": True}
+        for name in ("baseline", "no_reg", "no_l2", "early_stop")])
+    acc = {"baseline": [0.50, 0.52, 0.51], "no_reg": [0.45, 0.48, 0.46], "no_l2": [0.49, 0.50, 0.50],
+           "early_stop": [0.51, 0.22, 0.50]}
+    runs = pd.DataFrame([{"arch": "vgg11", "ablation": a, "seed": s, ACC: v}
+                         for a, values in acc.items() for s, v in enumerate(values)])
+    deltas = paired_deltas(runs, expected).set_index("ablation")
+    fixed = [np.subtract(acc[a], acc["baseline"]) for a in ("no_reg", "no_l2")]
+    sd = math.sqrt(sum(((d - d.mean()) ** 2).sum() for d in fixed) / 4)
+    assert deltas.loc["no_reg", "df"] == 4 and deltas.loc["no_reg", "sd"] == pytest.approx(sd)
+    half = stats.t.ppf(0.975, 4) * sd / math.sqrt(3)
+    assert deltas.loc["no_reg", "lo"] == pytest.approx(fixed[0].mean() - half)
+    assert deltas.loc["no_reg", "excludes_zero"]
+    own = np.subtract(acc["early_stop"], acc["baseline"])
+    assert deltas.loc["early_stop", "df"] == 2 and deltas.loc["early_stop", "sd"] == pytest.approx(own.std(ddof=1))
+    assert not deltas.loc["early_stop", "excludes_zero"]

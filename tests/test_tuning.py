@@ -22,9 +22,9 @@ from optuna.trial import TrialState
 from cifarbench.config import load_params
 from cifarbench.data.splits import prepare_splits
 from cifarbench.errors import ConfigError
-from cifarbench.pipeline import train_stage, tuned_path
+from cifarbench.pipeline import plan_stage, train_stage, tuned_path
 from cifarbench.plan import load_plan, read_tuned, resolve_cell
-from cifarbench.tuning import ENV_STORAGE, tune_stage
+from cifarbench.tuning import ENV_STORAGE, TuneConfig, make_search, tune_stage
 from project import ROOT
 
 CHILD = Path(__file__).with_name("tuning_child.py")
@@ -36,7 +36,8 @@ def params(trials: int = 6, epochs: int = 3, **tune) -> dict:
     tree = load_params(ROOT / "params.yaml")
     tree["preset"] = "smoke"
     tree["architectures"] = {"lenet5": tree["architectures"]["lenet5"]}
-    tree["presets"]["smoke"] |= {"tune_trials": trials, "tune_epochs": epochs}
+    smoke = tree["presets"]["smoke"]
+    smoke |= {"tune_trials": trials, "tune_epochs": epochs, "train": {**smoke["train"], "epochs": epochs}}
     tree["tracking"] = {"experiment": "cifarbench", "uri": "sqlite:///mlflow.db"}
     tree["tune"] = {**tree["tune"], "lr": {"momentum": [1.0e-4, 2.0]}, "startup_trials": 3, **tune}
     return tree
@@ -117,6 +118,7 @@ def test_tiny_study_completes_prunes_logs_and_feeds_the_train_stage(workdir):
     no_l2 = resolve_cell(plan, "lenet5", "no_l2", values).train.optimizer
     assert (no_l2.lr, no_l2.weight_decay) == (tuned["optimizer"]["lr"], 0.0)
     (workdir / "data" / "prepared" / "info.json").write_text(json.dumps({"archive_md5": "x" * 32}))
+    plan_stage(tree)
     metrics = train_stage(tree, "lenet5", "no_l2")
     assert metrics["status"] == "completed"
 
@@ -204,3 +206,13 @@ def test_worker_processes_share_one_study(workdir):
     runs = tune_runs(workdir, "tune-trial")
     assert sorted(r.info.run_name for r in runs) == sorted(f"tune/lenet5/trial{k}" for k in range(6))
     assert len({r.data.tags["mlflow.parentRunId"] for r in runs}) == 1
+
+
+def test_a_trial_never_trains_longer_than_the_cell_it_tunes():
+    tree = params(trials=2, epochs=3)
+    cfg = TuneConfig.model_validate(tree["tune"])
+    assert make_search(tree, cfg, "lenet5").cell.train.epochs == 3
+    tree["presets"]["smoke"]["tune_epochs"] = 8
+    assert make_search(tree, cfg, "lenet5").cell.train.epochs == 3
+    tree["presets"]["smoke"]["tune_epochs"] = 2
+    assert make_search(tree, cfg, "lenet5").cell.train.epochs == 2

@@ -14,7 +14,7 @@ from pathlib import Path
 def atomic_path(path: Path | str, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path`, on error it is removed.
 
-    `suffix` is kept at the end of the temporary name for writers that insist on an extension (np.savez).
+    `suffix` is kept at the end of the temporary name for writers that insist on an extension (np.save).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

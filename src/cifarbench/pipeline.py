@@ -1,5 +1,6 @@
 """What the DVC stages do, one function each, and where their files live.
 
+    runs/<preset>/plan/<arch>/<ablation>.json          plan: the cell's slice of params.yaml
     runs/<preset>/tuned/<arch>.json                    tune: best lr / weight decay
     runs/<preset>/cells/<arch>/<ablation>/             train: metrics.json, history.csv, models/
     runs/checkpoints/<preset>/<arch>/<ablation>/       resumable checkpoints of an unfinished cell
@@ -14,8 +15,9 @@ from tqdm import tqdm
 
 from cifarbench.config import TrackingConfig, parse_section
 from cifarbench.data.commands import PREPARED
-from cifarbench.io import read_json
-from cifarbench.plan import Cell, all_cells, load_plan, read_tuned, resolve_cell
+from cifarbench.errors import ConfigError
+from cifarbench.io import read_json, write_json_atomic
+from cifarbench.plan import Cell, all_cells, cell_params, load_plan, read_tuned, resolve_cell
 from cifarbench.tracking import provenance
 
 RUNS = Path("runs")
@@ -29,16 +31,40 @@ def tuned_path(preset: str, arch: str) -> Path:
     return RUNS / preset / "tuned" / f"{arch}.json"
 
 
+def cell_params_path(preset: str, arch: str, ablation: str) -> Path:
+    return RUNS / preset / "plan" / arch / f"{ablation}.json"
+
+
+def plan_stage(tree: dict) -> list[Cell]:
+    """Validate every cell of the preset (bad params fail here, before any training), then write each
+    cell's slice of params.yaml for its train stage."""
+    plan = load_plan(tree)
+    cells = all_cells(plan)
+    for cell in cells:
+        write_json_atomic(cell_params_path(plan.preset, cell.arch, cell.ablation),
+                          cell_params(plan, cell.arch, cell.ablation))
+    skipped = sum(c.not_applicable is not None for c in cells)
+    print(f"plan ({plan.preset}): {len(cells)} cells, {len(plan.architectures)} architectures x "
+          f"{len(plan.ablations)} ablations ({skipped} not applicable before tuning)")
+    return cells
+
+
 def train_stage(tree: dict, arch: str, ablation: str) -> dict:
-    """Validate the whole plan, then train and test one cell (all its seeds)."""
+    """Train and test one cell (all its seeds). `tree` is params.yaml; the cell's config comes from its
+    slice written by the plan stage, the tuned values from the tune stage."""
     from cifarbench.runner import run_cell
 
-    plan = load_plan(tree)
+    preset = tree.get("preset")
+    path = cell_params_path(preset, arch, ablation)
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: is {arch}/{ablation} in params.yaml `architectures` x `ablations`? "
+                          f"`dvc repro` runs the plan stage that writes it")
+    plan = load_plan(read_json(path))
     tracking = parse_section(TrackingConfig, tree.get("tracking"), "tracking")
-    cells = all_cells(plan)  # every cell validated before any training: bad params fail here
     cell = resolve_cell(plan, arch, ablation, read_tuned(tuned_path(plan.preset, arch)))
-    index = [c.name for c in cells].index(cell.name) + 1
-    print(_headline(cell, index, len(cells)), flush=True)
+    names = [(a, b) for a in tree.get("architectures", {}) for b in tree.get("ablations", {})]
+    index = names.index((arch, ablation)) + 1 if (arch, ablation) in names else "?"
+    print(_headline(cell, index, len(names)), flush=True)
     data_info = read_json(PREPARED / "info.json")
     tags = {**provenance(), "data_md5": data_info["archive_md5"]}
     bar = tqdm(total=cell.train.epochs * len(cell.seeds), unit="epoch", desc=cell.name, file=sys.stdout,
@@ -56,6 +82,14 @@ def train_stage(tree: dict, arch: str, ablation: str) -> dict:
     return metrics
 
 
+def plan_main(argv: list[str]) -> int:
+    """`stages/plan.py` (run in the warm worker, see cifarbench.worker)."""
+    from cifarbench.cli import run_reporting_errors
+    from cifarbench.config import load_params
+
+    return run_reporting_errors(lambda: plan_stage(load_params()) and None)
+
+
 def train_main(argv: list[str]) -> int:
     """`stages/train.py --arch A --ablation B` (run in the warm worker, see cifarbench.worker)."""
     import argparse
@@ -70,7 +104,7 @@ def train_main(argv: list[str]) -> int:
     return run_reporting_errors(lambda: train_stage(load_params(), args.arch, args.ablation) and None)
 
 
-def _headline(cell: Cell, index: int, total: int) -> str:
+def _headline(cell: Cell, index: int | str, total: int) -> str:
     what = f"not applicable: {cell.not_applicable}" if cell.not_applicable else (
         f"{len(cell.seeds)} seed(s) x {cell.train.epochs} epochs, width {cell.model.width}")
     return f"[cell {index}/{total}] {cell.name} ({cell.group}, preset {cell.preset}): {what}"

@@ -44,7 +44,7 @@ class Budget(Section):
     val_subset: int | None = Field(None, ge=10, description="first N of the validation split, for per-epoch checks")
     test_subset: int | None = Field(None, ge=10, description="first N test images; None = all 10,000")
     tune_trials: int = Field(0, ge=0, description="Optuna trials per architecture; 0 = no tuning, recipe lr/wd")
-    tune_epochs: int | None = Field(None, ge=1, description="epochs per trial; None = the preset's epochs")
+    tune_epochs: int | None = Field(None, ge=1, description="epochs per trial, at most the architecture's; None = those")
     model: Tree = {}
     train: Tree = {}
 
@@ -205,6 +205,22 @@ def all_cells(plan: PlanConfig, tuned: dict[str, Tree] | None = None) -> list[Ce
     """Every cell, validated: called before any training so bad params fail first."""
     tuned = tuned or {}
     return [resolve_cell(plan, a, b, tuned.get(a)) for a in plan.architectures for b in plan.ablations]
+
+
+def cell_params(plan: PlanConfig, arch: str, ablation: str) -> Tree:
+    """The part of params.yaml that one cell's config is built from: its recipe, architecture, budget and
+    ablation (and the baseline, which decides "not applicable"). The plan stage writes it per cell, and the
+    cell's train stage depends on that file instead of whole params sections, so an edit reruns exactly
+    the cells whose config it changes. `load_plan` reads it back like a params tree."""
+    spec = plan.architectures[arch]
+    return {
+        "preset": plan.preset,
+        "presets": {plan.preset: plan.presets[plan.preset].model_dump(exclude={"about", "tune_trials", "tune_epochs"})},
+        "recipe": plan.recipe.model_dump(),
+        "architectures": {arch: spec.model_dump(include={"model", "train"}) | {
+            "presets": {p: budget.model_dump() for p, budget in spec.presets.items() if p == plan.preset}}},
+        "ablations": {name: plan.ablations[name].model_dump() for name in dict.fromkeys([BASELINE, ablation])},
+    }
 
 
 def read_tuned(path: Path) -> Tree | None:

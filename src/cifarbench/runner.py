@@ -41,9 +41,8 @@ CURVE_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc"]
 
 def load_data(prepared: Path, cell: Cell) -> tuple[Split, Split, Split]:
     b = cell.budget
-    train, val, test = (load_split(prepared, s) for s in ("train", "val", "test"))
-    return (train.subset(b.train_subset or len(train)), val.subset(b.val_subset or len(val)),
-            test.subset(b.test_subset or len(test)))
+    return (load_split(prepared, "train", b.train_subset), load_split(prepared, "val", b.val_subset),
+            load_split(prepared, "test", b.test_subset))
 
 
 def run_cell(cell: Cell, *, prepared: Path, out_dir: Path, work_dir: Path, tracking, tags: dict[str, str],

@@ -126,7 +126,8 @@ class Search:
 def make_search(tree: dict, cfg: TuneConfig, arch: str) -> Search:
     plan = load_plan(tree)
     base = resolve_cell(plan, arch, BASELINE)
-    epochs = base.budget.tune_epochs or base.train.epochs
+    # A trial never trains longer than the cell it tunes: its lr must suit that cell's schedule.
+    epochs = min(base.budget.tune_epochs or base.train.epochs, base.train.epochs)
     cell = dataclasses.replace(base, train=base.train.model_copy(update={"epochs": epochs}))
     opt = cell.train.optimizer
     lr = lookup(cfg.lr, opt.name, f"params.yaml tune.lr range for {arch}'s optimizer")
@@ -453,8 +454,7 @@ def _worker(tree: dict, arch: str, parent_run_id: str, workers: int, cwd: str) -
 
 def _load_data(cell: Cell):
     """The preset's training and validation subsets (never the test split)."""
-    train, val = load_split(PREPARED, "train"), load_split(PREPARED, "val")
-    return train.subset(cell.budget.train_subset or len(train)), val.subset(cell.budget.val_subset or len(val))
+    return load_split(PREPARED, "train", cell.budget.train_subset), load_split(PREPARED, "val", cell.budget.val_subset)
 
 
 # --- MLflow ----------------------------------------------------------------------------------------------

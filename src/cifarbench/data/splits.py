@@ -33,17 +33,22 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, n: int) -> Split:
-        """The first `n` images (the split files are already shuffled, so this is a random class-balanced-ish subset)."""
-        return Split(self.images[:n], self.labels[:n])
 
 
-def load_split(folder: Path, name: str) -> Split:
-    path = Path(folder) / f"{name}.npz"
-    if not path.is_file():
-        raise DataError(f"{path} not found: run `dvc repro prepare` first")
-    with np.load(path) as arrays:
-        return Split(torch.from_numpy(arrays["images"]), torch.from_numpy(arrays["labels"]))
+def split_files(folder: Path, name: str) -> tuple[Path, Path]:
+    """A split on disk: `<name>-images.npy` (N, 32, 32, 3) uint8 and `<name>-labels.npy` (N,) int64."""
+    return Path(folder) / f"{name}-images.npy", Path(folder) / f"{name}-labels.npy"
+
+
+def load_split(folder: Path, name: str, limit: int | None = None) -> Split:
+    """The first `limit` images of a split (all when None). The split files are already shuffled, so the
+    first N are a random subset; the files are memory-mapped and only those N images are read."""
+    arrays = []
+    for path in split_files(folder, name):
+        if not path.is_file():
+            raise DataError(f"{path} not found: run `dvc repro prepare` first")
+        arrays.append(np.ascontiguousarray(np.load(path, mmap_mode="r")[:limit]))
+    return Split(torch.from_numpy(arrays[0]), torch.from_numpy(arrays[1]))
 
 
 def stratified_split(labels: np.ndarray, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -59,7 +64,7 @@ def stratified_split(labels: np.ndarray, val_size: int, seed: int) -> tuple[np.n
 
 
 def prepare_splits(archive: Path, out_dir: Path, *, val_size: int, seed: int) -> dict:
-    """Extract `archive`, split it, write train/val/test .npz and info.json into `out_dir`; returns the info."""
+    """Extract `archive`, split it, write each split's .npy files and info.json into `out_dir`; returns the info."""
     out_dir = Path(out_dir)
     with tempfile.TemporaryDirectory(prefix="cifar-extract-") as tmp:
         folder = safe_extract(archive, Path(tmp))
@@ -75,8 +80,9 @@ def prepare_splits(archive: Path, out_dir: Path, *, val_size: int, seed: int) ->
         "test": (test_images, test_labels),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, (x, y) in splits.items():
-        _save_npz_atomic(out_dir / f"{name}.npz", images=x, labels=y)
+    for name, arrays in splits.items():
+        for path, array in zip(split_files(out_dir, name), arrays):
+            _save_npy_atomic(path, array)
     train_pixels = splits["train"][0].reshape(-1, 3).astype(np.float64) / 255.0
     info = {
         "archive_md5": md5_of(archive),
@@ -91,6 +97,6 @@ def prepare_splits(archive: Path, out_dir: Path, *, val_size: int, seed: int) ->
     return info
 
 
-def _save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
-    with atomic_path(path, suffix=".npz") as tmp:
-        np.savez(tmp, **arrays)
+def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path, suffix=".npy") as tmp:
+        np.save(tmp, array)

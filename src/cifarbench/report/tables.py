@@ -22,7 +22,8 @@ def expected_cells(cells: list[Cell]) -> pd.DataFrame:
     """The plan as a frame: one row per (arch, ablation), in params.yaml order."""
     return pd.DataFrame([{
         "arch": c.arch, "ablation": c.ablation, "group": c.group, "about": c.about, "seeds": list(c.seeds),
-        "epochs": c.train.epochs, "applies": c.not_applicable is None, "not_applicable": c.not_applicable or "",
+        "epochs": c.train.epochs, "early_stop": c.train.early_stop.enabled,
+        "applies": c.not_applicable is None, "not_applicable": c.not_applicable or "",
         "config_hash": None if c.not_applicable else c.config_hash(),
     } for c in cells])  # fmt: skip
 
@@ -76,11 +77,13 @@ def paired_deltas(runs: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
     With 2 seeds a cell alone has 1 degree of freedom (t = 12.7: intervals too wide to resolve anything);
     the seed noise belongs to the architecture and its budget, which all its cells share, so pooling ~12
     cells gives ~12 degrees of freedom (t = 2.2). A cell equal to its baseline on every seed (an early stop
-    that never fired) carries no noise information and stays out of the pool. `state`: ok | n/a (plan
-    skips it) | missing (no run of the cell, or of its baseline, for a shared seed).
+    that never fired) carries no noise information and stays out of the pool. A cell that stops early has
+    noise of its own (each seed stops at its own epoch: on the default preset one VGG seed stopped 29
+    points below the other), so it stays out of the pool too and its interval uses its own seeds' sd.
+    `state`: ok | n/a (plan skips it) | missing (no run of the cell, or of its baseline, for a shared seed).
     """
     acc = runs.set_index(["arch", "ablation", "seed"])[ACC]
-    rows, cells_of = [], {}  # arch -> [(row index, paired deltas)] of its ablations
+    rows, cells_of, own = [], {}, []  # arch -> [(row index, paired deltas)] of its fixed-budget ablations
     for e in expected.itertuples():
         row = {"arch": e.arch, "ablation": e.ablation, "group": e.group, "state": "ok", "n": 0,
                "delta": np.nan, "lo": np.nan, "hi": np.nan, "excludes_zero": False, "sd": np.nan, "df": 0}
@@ -92,10 +95,14 @@ def paired_deltas(runs: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
             row.update(n=len(diffs), state="ok" if len(diffs) else "missing")
             if len(diffs):
                 row["delta"] = diffs.mean()
-            if e.ablation != BASELINE:
+            if e.ablation == BASELINE:
+                pass
+            elif e.early_stop:
+                own.append((len(rows), diffs))
+            else:
                 cells_of.setdefault(e.arch, []).append((len(rows), diffs))
         rows.append(row)
-    for cells in cells_of.values():
+    for cells in [*cells_of.values(), *([cell] for cell in own)]:
         pool = [d for _, d in cells if len(d) >= 2 and np.any(d != 0)]
         df = sum(len(d) - 1 for d in pool)
         if df == 0:
