@@ -213,12 +213,12 @@ def cell_params(plan: PlanConfig, arch: str, ablation: str) -> Tree:
     cell's train stage depends on that file instead of whole params sections, so an edit reruns exactly
     the cells whose config it changes. `load_plan` reads it back like a params tree."""
     spec = plan.architectures[arch]
+    arch_budget = {plan.preset: spec.presets[plan.preset].model_dump()} if plan.preset in spec.presets else {}
     return {
         "preset": plan.preset,
         "presets": {plan.preset: plan.presets[plan.preset].model_dump(exclude={"about", "tune_trials", "tune_epochs"})},
         "recipe": plan.recipe.model_dump(),
-        "architectures": {arch: spec.model_dump(include={"model", "train"}) | {
-            "presets": {p: budget.model_dump() for p, budget in spec.presets.items() if p == plan.preset}}},
+        "architectures": {arch: spec.model_dump(include={"model", "train"}) | {"presets": arch_budget}},
         "ablations": {name: plan.ablations[name].model_dump() for name in dict.fromkeys([BASELINE, ablation])},
     }
 

@@ -34,7 +34,6 @@ class Split:
         return len(self.labels)
 
 
-
 def split_files(folder: Path, name: str) -> tuple[Path, Path]:
     """A split on disk: `<name>-images.npy` (N, 32, 32, 3) uint8 and `<name>-labels.npy` (N,) int64."""
     return Path(folder) / f"{name}-images.npy", Path(folder) / f"{name}-labels.npy"

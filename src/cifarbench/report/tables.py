@@ -83,7 +83,7 @@ def paired_deltas(runs: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
     `state`: ok | n/a (plan skips it) | missing (no run of the cell, or of its baseline, for a shared seed).
     """
     acc = runs.set_index(["arch", "ablation", "seed"])[ACC]
-    rows, cells_of, own = [], {}, []  # arch -> [(row index, paired deltas)] of its fixed-budget ablations
+    rows, pools = [], {}  # arch, or (arch, ablation) for an early-stopped cell -> [(row index, paired deltas)]
     for e in expected.itertuples():
         row = {"arch": e.arch, "ablation": e.ablation, "group": e.group, "state": "ok", "n": 0,
                "delta": np.nan, "lo": np.nan, "hi": np.nan, "excludes_zero": False, "sd": np.nan, "df": 0}
@@ -95,14 +95,11 @@ def paired_deltas(runs: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
             row.update(n=len(diffs), state="ok" if len(diffs) else "missing")
             if len(diffs):
                 row["delta"] = diffs.mean()
-            if e.ablation == BASELINE:
-                pass
-            elif e.early_stop:
-                own.append((len(rows), diffs))
-            else:
-                cells_of.setdefault(e.arch, []).append((len(rows), diffs))
+            if e.ablation != BASELINE:
+                pool_key = (e.arch, e.ablation) if e.early_stop else e.arch
+                pools.setdefault(pool_key, []).append((len(rows), diffs))
         rows.append(row)
-    for cells in [*cells_of.values(), *([cell] for cell in own)]:
+    for cells in pools.values():
         pool = [d for _, d in cells if len(d) >= 2 and np.any(d != 0)]
         df = sum(len(d) - 1 for d in pool)
         if df == 0:
