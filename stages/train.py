@@ -1,12 +1,9 @@
-"""DVC stage `train@<arch>-<ablation>`: train, validate and test one cell of the benchmark (all its seeds).
-
-Runs in a fork of the warm worker (cifarbench.worker) so the cell does not pay torch's and mlflow's
-imports again; CIFARBENCH_WORKER=0 runs it in this process.
-"""
+"""DVC stage `train`: every cell of the preset's matrix that is not already finished under its current key,
+its runs fanned out over the executor (params.yaml `executor:`); see cifarbench.pipeline."""
 
 import sys
 
-from cifarbench.worker import run
+from cifarbench.cli import main
 
 if __name__ == "__main__":
-    sys.exit(run("cifarbench.pipeline:train_main", sys.argv[1:]))
+    sys.exit(main(["train", *sys.argv[1:]]))

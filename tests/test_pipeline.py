@@ -1,5 +1,6 @@
-"""`dvc repro` of the smoke preset in a real git + DVC repo, on a generated archive served over HTTP,
-tracked in a real MLflow store (SQLite, and a real `mlflow server` on loopback)."""
+"""`dvc repro` of the smoke preset's whole matrix in a real git + DVC repo, on a generated archive served
+over HTTP, its runs on the local executor's worker processes, tracked in a real MLflow store (SQLite, and a
+real `mlflow server` on loopback)."""
 
 from __future__ import annotations
 
@@ -13,21 +14,10 @@ from mlflow.tracking import MlflowClient
 from cifarbench.config import load_params
 from cifarbench.errors import ConfigError
 from cifarbench.io import read_json
-from cifarbench.pipeline import plan_stage
+from cifarbench.plan import all_cells, load_plan
 from project import ROOT, Project, mlflow_server
 
 pytestmark = pytest.mark.slow
-
-# A cross-section of the matrix that exercises every kind of cell: a plain CNN without batch norm
-# (lenet5: no_bn not applicable), a normalized CNN (resnet18) and a recurrent net (lstm: no BN switch).
-ARCHS = ["lenet5", "resnet18", "lstm"]
-ABLATIONS = ["baseline", "no_reg", "no_bn", "early_stop", "crop"]
-
-
-def trimmed(params: dict) -> dict:
-    return {"architectures": {a: params["architectures"][a] for a in ARCHS},
-            "ablations": {a: params["ablations"][a] for a in ABLATIONS}}
-
 
 @pytest.fixture(scope="session")
 def smoke(tmp_path_factory, cifar_archive, http_root):
@@ -36,12 +26,11 @@ def smoke(tmp_path_factory, cifar_archive, http_root):
     root, base = http_root
     shutil.copy(archive, root / "cifar-10-python.tar.gz")
     path = tmp_path_factory.mktemp("smoke")
-    params = load_params(ROOT / "params.yaml")
     project = Project.create(path, preset="smoke", data__url=f"{base}/cifar-10-python.tar.gz", data__md5=md5,
-                             data__val_size=100, **trimmed(params))
+                             data__val_size=100)
     started = time.perf_counter()
     result = project.repro()
-    print(f"smoke dvc repro: {len(ARCHS) * len(ABLATIONS)} cells in {time.perf_counter() - started:.1f} s")
+    print(f"smoke dvc repro, whole matrix: {time.perf_counter() - started:.1f} s")
     return project, result
 
 
@@ -62,32 +51,37 @@ def stages_run(output: str) -> list[str]:
 
 def test_every_cell_has_metrics_and_one_current_mlflow_run_per_seed(smoke):
     project, result = smoke
-    assert "Running stage 'download'" in result.stdout and "Running stage 'prepare'" in result.stdout
-    cells = project.path / "runs" / "smoke" / "cells"
+    assert stages_run(result.stdout) == ["download", "prepare", "tune", "train", "report"]
     runs = {r.info.run_name: r for r in current_runs(client_for(project))}
     commit = project.run("git", "rev-parse", "HEAD").stdout.strip()
-    for arch in ARCHS:
-        for ablation in ABLATIONS:
-            metrics = read_json(cells / arch / ablation / "metrics.json")
-            if (arch, ablation) in {("lenet5", "no_bn"), ("lstm", "no_bn")}:
-                assert metrics["status"] == "not_applicable"
-                assert f"{arch}/{ablation}/seed0" not in runs
-                continue
-            assert metrics["status"] == "completed" and metrics["n_seeds"] == 1
-            run = runs[f"{arch}/{ablation}/seed0"]
-            tags, params = run.data.tags, run.data.params
-            assert {k: tags[k] for k in ("arch", "ablation", "seed", "preset")} == {
-                "arch": arch, "ablation": ablation, "seed": "0", "preset": "smoke"}
-            assert tags["dvc_stage"] == f"train@{arch}-{ablation}"
-            assert tags["git_commit"] == commit and len(tags["data_md5"]) == 32
-            assert tags["status"] == "completed" and tags["fast.device"] == "cpu"
-            assert params["train.epochs"] == "2" and params["model.name"] == arch and params["data.train_subset"] == "200"
-            assert run.data.metrics["test_acc"] == pytest.approx(metrics["seeds"]["0"]["test_acc"])
-            history = client_for(project).get_metric_history(run.info.run_id, "val_acc")
-            assert sorted(m.step for m in history) == [1, 2]
-            assert (cells / arch / ablation / "models" / "seed0.pt").is_file()
-            assert len((cells / arch / ablation / "history.csv").read_text().splitlines()) == 3  # header + 2 epochs
+    cells = all_cells(load_plan(project.params))
+    assert len(cells) == 98
+    for cell in cells:
+        metrics = read_json(project.path / "runs" / "smoke" / "metrics" / cell.arch / f"{cell.ablation}.json")
+        folder = project.path / "runs" / "smoke" / "cells" / cell.arch / cell.ablation
+        if cell.not_applicable:
+            assert metrics["status"] == "not_applicable"
+            assert f"{cell.name}/seed0" not in runs
+            continue
+        assert metrics["status"] == "completed" and metrics["n_seeds"] == 1
+        run = runs[f"{cell.name}/seed0"]
+        tags, params = run.data.tags, run.data.params
+        assert {k: tags[k] for k in ("arch", "ablation", "seed", "preset")} == {
+            "arch": cell.arch, "ablation": cell.ablation, "seed": "0", "preset": "smoke"}
+        assert tags["dvc_stage"] == "train" and tags["host"] and tags["fast.threads"] == "1"
+        assert tags["git_commit"] == commit and len(tags["data_md5"]) == 32
+        assert tags["status"] == "completed" and tags["fast.device"] == "cpu"
+        assert tags["cell_key"] == read_json(folder / "result.json")["key"]
+        assert params["train.epochs"] == "2" and params["model.name"] == cell.arch and params["data.train_subset"] == "200"
+        assert run.data.metrics["test_acc"] == pytest.approx(metrics["test_acc_mean"])
+        history = client_for(project).get_metric_history(run.info.run_id, "val_acc")
+        assert sorted(m.step for m in history) == [1, 2]
+        assert (folder / "models" / "seed0.pt").is_file()
+        assert len((folder / "history.csv").read_text().splitlines()) == 3  # header + 2 epochs
     assert runs["resnet18/no_bn/seed0"].data.params["model.batch_norm"] == "False"
+    assert not list((project.path / "runs" / "checkpoints").rglob("*.pt"))  # finished cells leave none
+    shown = project.run("dvc", "metrics", "show").stdout
+    assert "runs/smoke/metrics/resnet18/crop.json" in shown and "test_acc_mean" in shown
 
 
 def test_second_repro_does_nothing_quickly(smoke):
@@ -100,9 +94,8 @@ def test_second_repro_does_nothing_quickly(smoke):
     assert "Data and pipelines are up to date" in again.stdout
 
 
-def test_bad_params_fail_before_training(smoke, monkeypatch):
+def test_bad_params_fail_before_training(smoke):
     project, _ = smoke
-    monkeypatch.chdir(project.path)
     params = project.params
     for change, message in [
         ({"architectures": {**params["architectures"], "resnet99": {}}}, "unknown model 'resnet99'"),
@@ -112,10 +105,10 @@ def test_bad_params_fail_before_training(smoke, monkeypatch):
         ({"presets": {**params["presets"], "smoke": {**params["presets"]["smoke"], "seeds": "0"}}}, r"presets.smoke.seeds"),
     ]:
         with pytest.raises(ConfigError, match=message):
-            plan_stage({**params, **change})
+            all_cells(load_plan({**params, **change}))
     before = len(current_runs(client_for(project)))
     project.set_params(ablations__crop__train__augment__policy="cropp")
-    failed = project.repro("train@lenet5-crop", check=False)
+    failed = project.repro(check=False)
     project.set_params(ablations__crop__train__augment__policy="crop")
     assert failed.returncode != 0
     assert "ablations.crop" in failed.stderr + failed.stdout and "cropp" in failed.stderr + failed.stdout
@@ -128,11 +121,13 @@ def test_changing_one_ablation_reruns_only_its_cells(smoke):
     old = {r.info.run_name: r.info.run_id for r in current_runs(client)}
     project.set_params(ablations__crop__train__augment__crop_padding=2)
     rerun = project.repro()
-    assert sorted(stages_run(rerun.stdout)) == ["plan", "report", *(f"train@{a}-crop" for a in sorted(ARCHS))]
+    assert stages_run(rerun.stdout) == ["tune", "train", "report"]  # tune finds its studies complete
+    archs = list(project.params["architectures"])
+    assert f"train (smoke): 98 cells, {len(archs)} to train" in rerun.stdout
     now = {r.info.run_name: r.info.run_id for r in current_runs(client)}
     assert now.keys() == old.keys()  # still exactly one current run per (arch, ablation, seed)
     changed = {name for name in now if now[name] != old[name]}
-    assert changed == {f"{a}/crop/seed0" for a in ARCHS}
+    assert changed == {f"{a}/crop/seed0" for a in archs}
     replaced = client.get_run(old["lenet5/crop/seed0"])
     assert replaced.data.tags["cifarbench.current"] == "false"
     assert replaced.data.tags["cifarbench.superseded_by"] == now["lenet5/crop/seed0"]

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 from pathlib import Path
 
 import pytest
 
 from cifarbench.config import load_params
 from cifarbench.errors import ConfigError
-from cifarbench.plan import all_cells, cell_params, load_plan, resolve_cell
+from cifarbench.pipeline import cell_key
+from cifarbench.plan import all_cells, load_plan, resolve_cell
 
 PARAMS = load_params(Path(__file__).parents[1] / "params.yaml")
 
@@ -55,30 +55,26 @@ def test_cells_equal_to_baseline_are_not_applicable():
     assert resolve_cell(plan, "resnet18", "no_bn").model.batch_norm is False
 
 
-def test_a_cells_params_slice_resolves_the_same_cell_and_changes_only_with_its_config():
-    plan = load_plan(with_changes(preset="default"))
-    tuned = {"lr": 0.03, "weight_decay": 1e-4}
-    for arch, ablation in [("lenet5", "crop"), ("resnet18", "no_bn"), ("lstm", "flip"), ("vgg11", "baseline")]:
-        alone = resolve_cell(load_plan(cell_params(plan, arch, ablation)), arch, ablation, tuned)
-        full = resolve_cell(plan, arch, ablation, tuned)
-        assert alone.config() == full.config()
-        assert dataclasses.replace(alone, budget=full.budget) == full  # the slice leaves out tuning's budget
+def test_a_cells_key_changes_only_with_what_decides_its_numbers():
+    """The train stage retrains a cell exactly when its key changes: its own config (not another ablation's,
+    not the tuning budget, not another preset's), its seeds, and the data split."""
+    data = {"archive_md5": "0" * 32, "val_size": 5000, "seed": 0}
 
-    def slices(tree: dict) -> dict:
-        plan = load_plan(tree)
-        return {(c.arch, c.ablation): cell_params(plan, c.arch, c.ablation) for c in all_cells(plan)}
+    def keys(tree: dict, data: dict = data) -> dict:
+        return {(c.arch, c.ablation): cell_key(c, data) for c in all_cells(load_plan(tree))}
 
-    before = slices(with_changes(preset="default"))
-    edited = slices(with_changes(preset="default", ablations__crop__train={"augment": {"policy": "crop", "crop_padding": 2}}))
+    before = keys(with_changes(preset="default"))
+    edited = keys(with_changes(preset="default", ablations__crop__train={"augment": {"policy": "crop", "crop_padding": 2}}))
     assert {k for k in before if before[k] != edited[k]} == {(a, "crop") for a in PARAMS["architectures"]}
     budget = {**PARAMS["presets"]["default"], "tune_trials": 9, "about": "edited"}
-    assert slices(with_changes(preset="default", presets__default=budget)) == before  # tuning budget: not a cell's
+    assert keys(with_changes(preset="default", presets__default=budget)) == before
     lenet = copy.deepcopy(PARAMS["architectures"]["lenet5"])
     lenet["presets"]["smoke"] = {"model": {"width": 0.25}}  # another preset's budget
-    assert slices(with_changes(preset="default", architectures__lenet5=lenet)) == before
-    baseline = {**PARAMS["ablations"]["baseline"], "model": {"dropout": 0.3}}
-    changed = slices(with_changes(preset="default", ablations__baseline=baseline))
-    assert all(changed[k] != before[k] for k in before)  # every cell is compared with the baseline
+    assert keys(with_changes(preset="default", architectures__lenet5=lenet)) == before
+    seeds = {**PARAMS["presets"]["default"], "seeds": [0, 1, 2]}
+    assert all(before[k] != v for k, v in keys(with_changes(preset="default", presets__default=seeds)).items())
+    resplit = keys(with_changes(preset="default"), {**data, "seed": 1})
+    assert all(before[k] != v for k, v in resplit.items())
 
 
 def test_config_hash_tracks_the_config():

@@ -1,5 +1,6 @@
-"""cifarbench.runner.run_cell: a cell's seeds, side by side in forked processes or one after another,
-tracked in a real MLflow SQLite store."""
+"""cifarbench.runner.train_run on the local executor: two runs in two 1-thread worker processes give the
+same numbers, bit for bit, as the same runs one after another in this process; both tracked in one real
+MLflow SQLite store that the coordinator created before fanning out."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import torch
 
 from cifarbench.config import TrackingConfig, load_params
 from cifarbench.data.splits import prepare_splits
+from cifarbench.execute import ExecutorConfig, running
 from cifarbench.plan import load_plan, resolve_cell
-from cifarbench.runner import run_cell
+from cifarbench.runner import RunSpec, train_run
+from cifarbench.tracking import Tracker
 
 PARAMS = load_params(Path(__file__).parents[1] / "params.yaml")
 
@@ -25,41 +28,51 @@ def prepared(cifar_archive, tmp_path_factory) -> Path:
     return out
 
 
-def _cell():
+def specs(folder: Path, prepared: Path) -> list[RunSpec]:
     tree = copy.deepcopy(PARAMS)
     tree["preset"] = "smoke"
     tree["presets"]["smoke"]["seeds"] = [0, 1]
-    return resolve_cell(load_plan(tree), "lenet5", "baseline")
+    cell = resolve_cell(load_plan(tree), "lenet5", "baseline")
+    tracker = Tracker.open(TrackingConfig(uri=f"sqlite:///{folder}/mlflow.db", experiment="runner"))
+    tags = {"git_commit": "test", "preset": "smoke", "arch": "lenet5", "ablation": "baseline"}
+    return [RunSpec(cell, seed, prepared, folder / "work", folder / "models", tracker, tags | {"seed": str(seed)})
+            for seed in cell.seeds]
 
 
-def _run(tmp_path: Path, prepared: Path, threads: int) -> tuple[dict, list]:
-    tracking = TrackingConfig(uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="runner")
-    epochs = []
+def test_runs_in_worker_processes_match_runs_in_this_process(tmp_path, prepared, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MLflow puts a SQLite store's artifacts in ./mlruns
+    for folder in ("pool", "here"):
+        (tmp_path / folder / "work").mkdir(parents=True)
+    with running(ExecutorConfig(), gpu=False) as executor:
+        assert executor.slots >= 1 and executor.threads == 1
+        for spec in specs(tmp_path / "pool", prepared):
+            executor.submit(spec.seed, train_run, spec)
+        pooled = dict(sorted((d.key, d.result) for d in (executor.next_done() for _ in range(2))))
     previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    torch.set_num_threads(1)
     try:
-        metrics = run_cell(_cell(), prepared=prepared, out_dir=tmp_path / "out", work_dir=tmp_path / "work",
-                           tracking=tracking, tags={"git_commit": "test"},
-                           on_epoch=lambda seed, row: epochs.append((seed, row["epoch"])))
+        here = {spec.seed: train_run(spec) for spec in specs(tmp_path / "here", prepared)}
     finally:
         torch.set_num_threads(previous)
-    return metrics, epochs
-
-
-def test_seeds_side_by_side_match_seeds_one_after_another(tmp_path, prepared, monkeypatch):
-    """Two cores: each seed in its own 1-thread process. Same numbers as one 1-thread process doing both,
-    every epoch reported to the parent, one MLflow run per seed in a store both children wrote to."""
-    monkeypatch.chdir(tmp_path)  # MLflow puts a SQLite store's artifacts in ./mlruns
-    parallel, epochs = _run(tmp_path / "parallel", prepared, threads=2)
-    sequential, _ = _run(tmp_path / "sequential", prepared, threads=1)
-    assert sorted(epochs) == [(seed, e) for seed in (0, 1) for e in (1, 2)]
-    for seed in ("0", "1"):
-        a, b = parallel["seeds"][seed], sequential["seeds"][seed]
-        assert a["test_acc"] == b["test_acc"] and a["test_loss"] == b["test_loss"]
+    for seed in (0, 1):
+        a, b = pooled[seed]["summary"], here[seed]["summary"]
+        assert (a["test_acc"], a["test_loss"], a["best_val_acc"]) == (b["test_acc"], b["test_loss"], b["best_val_acc"])
         assert a["fast_paths"]["threads"] == b["fast_paths"]["threads"] == 1
-    assert (tmp_path / "parallel/out/history.csv").read_text().count("\n") == 1 + 2 * 2
-    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/parallel/mlflow.db")
+        assert [r["val_loss"] for r in pooled[seed]["history"]] == [r["val_loss"] for r in here[seed]["history"]]
+        assert (tmp_path / "pool" / "models" / f"seed{seed}.pt").is_file()
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/pool/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("runner").experiment_id])
     assert sorted(r.data.tags["seed"] for r in runs) == ["0", "1"]
-    assert all(r.info.status == "FINISHED" and r.data.tags["fast.threads"] == "1" for r in runs)
-    assert {r.info.run_id for r in runs} == {parallel["seeds"][s]["run_id"] for s in ("0", "1")}
+    assert all(r.info.status == "FINISHED" and r.data.tags["cifarbench.current"] == "true" for r in runs)
+    assert {r.info.run_id for r in runs} == {pooled[s]["summary"]["run_id"] for s in (0, 1)}
+
+
+def test_a_finished_run_returns_its_result_without_training(tmp_path, prepared, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "work").mkdir()
+    spec = specs(tmp_path, prepared)[0]
+    first = train_run(spec)
+    assert spec.file(".result.json").is_file()
+    assert train_run(spec) == first
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    assert len(client.search_runs([client.get_experiment_by_name("runner").experiment_id])) == 1

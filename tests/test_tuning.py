@@ -1,6 +1,6 @@
 """The tune stage on tiny generated data: a real Optuna journal file and a real MLflow SQLite store in
-a temp folder; a study that completes and prunes trials, survives SIGKILL, and shares its storage
-between worker processes."""
+a temp folder; trials on the local executor's worker processes; a study that completes and prunes
+trials, survives SIGKILL, and is shared by two coordinators."""
 
 from __future__ import annotations
 
@@ -16,18 +16,21 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from cifarbench.config import load_params
 from cifarbench.data.splits import prepare_splits
 from cifarbench.errors import ConfigError
-from cifarbench.pipeline import plan_stage, train_stage, tuned_path
+from cifarbench.execute import ExecutorConfig
+from cifarbench.pipeline import tuned_path
 from cifarbench.plan import load_plan, read_tuned, resolve_cell
 from cifarbench.tuning import ENV_STORAGE, TuneConfig, make_search, tune_stage
 from project import ROOT
 
-CHILD = Path(__file__).with_name("tuning_child.py")
+LOCAL = ExecutorConfig()  # one 1-thread worker process per core
+
 STORAGE = "optuna/studies.journal"  # params.yaml's default, relative to the working folder
 
 
@@ -70,15 +73,19 @@ def tune_runs(path: Path, kind: str) -> list:
     return client.search_runs([experiment.experiment_id], f"tags.`cifarbench.kind` = '{kind}'", max_results=1000)
 
 
+def tune(tree: dict, executor: ExecutorConfig = LOCAL) -> dict:
+    return tune_stage(tree, executor, ["lenet5"])["lenet5"]
+
+
 def test_tiny_study_completes_prunes_logs_and_feeds_the_train_stage(workdir):
     tree = params()
-    tuned = tune_stage(tree, "lenet5")
+    tuned = tune(tree)
 
     assert json.loads(tuned_path("smoke", "lenet5").read_text()) == tuned
     counts = tuned["trials"]
     assert counts["complete"] >= 1 and counts["pruned"] >= 1 and counts["failed"] == 0
     assert counts["complete"] + counts["pruned"] == 6
-    assert tuned["tuned"] and tuned["storage"] == STORAGE and tuned["study"].startswith("smoke/lenet5/")
+    assert tuned["tuned"] and tuned["storage"] == str(workdir / STORAGE) and tuned["study"].startswith("smoke/lenet5/")
     assert counts["complete"] * 3 <= tuned["epochs_trained"] < 6 * 3  # pruning saved epochs
     trials = study_trials(workdir, tuned["study"])
     best = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
@@ -108,7 +115,7 @@ def test_tiny_study_completes_prunes_logs_and_feeds_the_train_stage(workdir):
         assert {m.step: m.value for m in history} == t.intermediate_values
 
     # A rerun finds the study done: no new trial, the same parent run, the same file.
-    assert tune_stage(tree, "lenet5") == tuned
+    assert tune(tree) == tuned
     assert [r.info.run_id for r in tune_runs(workdir, "tune")] == [parent.info.run_id]
 
     # The train stage reads the file: the baseline takes both values, no_l2 keeps its zero weight decay.
@@ -117,14 +124,10 @@ def test_tiny_study_completes_prunes_logs_and_feeds_the_train_stage(workdir):
     assert resolve_cell(plan, "lenet5", "baseline", values).train.optimizer.lr == tuned["optimizer"]["lr"]
     no_l2 = resolve_cell(plan, "lenet5", "no_l2", values).train.optimizer
     assert (no_l2.lr, no_l2.weight_decay) == (tuned["optimizer"]["lr"], 0.0)
-    (workdir / "data" / "prepared" / "info.json").write_text(json.dumps({"archive_md5": "x" * 32}))
-    plan_stage(tree)
-    metrics = train_stage(tree, "lenet5", "no_l2")
-    assert metrics["status"] == "completed"
 
 
 def test_a_preset_without_trials_writes_untuned_values(workdir):
-    tuned = tune_stage(params(trials=0), "lenet5")
+    tuned = tune(params(trials=0))
     assert tuned["tuned"] is False and tuned["trials"] == {"complete": 0, "pruned": 0, "failed": 0}
     assert read_tuned(tuned_path("smoke", "lenet5")) is None
     assert not (workdir / "mlflow.db").exists()
@@ -132,18 +135,18 @@ def test_a_preset_without_trials_writes_untuned_values(workdir):
 
 def test_the_environment_overrides_the_storage_and_bad_ranges_name_the_key(workdir, monkeypatch):
     monkeypatch.setenv(ENV_STORAGE, f"sqlite:///{workdir / 'optuna.db'}")
-    tuned = tune_stage(params(trials=2, epochs=1), "lenet5")
+    tuned = tune(params(trials=2, epochs=1))
     assert tuned["storage"].startswith("sqlite:///") and (workdir / "optuna.db").is_file()
     with pytest.raises(ConfigError, match="tune.weight_decay"):
-        tune_stage(params(weight_decay=[1.0e-2, 1.0e-6]), "lenet5")
+        tune(params(weight_decay=[1.0e-2, 1.0e-6]))
     with pytest.raises(ConfigError, match="sgd"):
-        tune_stage(params(lr={"sgd": [0.01, 0.1]}), "lenet5")
+        tune(params(lr={"sgd": [0.01, 0.1]}))
 
 
-def run_child(workdir: Path, tree: dict, workers: int = 1) -> subprocess.Popen:
-    (workdir / "params.json").write_text(json.dumps(tree))
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
-    return subprocess.Popen([sys.executable, str(CHILD), "params.json", "lenet5", str(workers)], cwd=workdir, env=env,
+def run_child(workdir: Path, tree: dict) -> subprocess.Popen:
+    """`cifarbench tune --arch lenet5` in its own process, on `tree` as params.yaml."""
+    (workdir / "params.yaml").write_text(yaml.safe_dump(tree))
+    return subprocess.Popen([sys.executable, "-m", "cifarbench.cli", "tune", "--arch", "lenet5"], cwd=workdir,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -178,41 +181,72 @@ def test_a_killed_study_resumes_without_lost_or_stuck_trials(workdir):
     child.wait()
     assert trials()[-1].state == TrialState.RUNNING  # left behind by the dead process
 
-    tuned = tune_stage(tree, "lenet5")
+    assert not alive_children(child.pid)  # its worker processes died with it
+
+    tuned = tune(tree)
     trials = study_trials(workdir, tuned["study"])
-    [killed] = [t for t in trials if t.state == TrialState.FAIL]
-    [retry] = [t for t in trials if t.user_attrs.get("retry_of") == killed.number]
-    assert retry.params == killed.params and retry.state == TrialState.COMPLETE
-    assert tuned["trials"] == {"complete": 4, "pruned": 0, "failed": 1} and len(trials) == 5
+    killed = [t for t in trials if t.state == TrialState.FAIL]
+    assert 1 <= len(killed) <= 2  # the trials in flight: one per worker process
+    for trial in killed:
+        [retry] = [t for t in trials if t.user_attrs.get("retry_of") == trial.number]
+        assert retry.params == trial.params and retry.state == TrialState.COMPLETE
+    assert tuned["trials"] == {"complete": 4, "pruned": 0, "failed": len(killed)} and len(trials) == 4 + len(killed)
     assert all(t.state != TrialState.RUNNING for t in trials)
     [parent] = tune_runs(workdir, "tune")  # the resumed study kept its parent run
     runs = {r.info.run_name: r for r in tune_runs(workdir, "tune-trial")}
-    assert len(runs) == 5
-    assert runs[f"tune/lenet5/trial{killed.number}"].data.tags["state"] == "failed"
-    assert runs[f"tune/lenet5/trial{killed.number}"].info.status == "FAILED"
+    assert len(runs) == len(trials)
+    for trial in killed:
+        assert runs[f"tune/lenet5/trial{trial.number}"].data.tags["state"] == "failed"
+        assert runs[f"tune/lenet5/trial{trial.number}"].info.status == "FAILED"
 
 
-def test_worker_processes_share_one_study(workdir):
-    """`tune --workers 2` (this process and a spawned one) and a second `tune` on the same storage."""
+def test_two_coordinators_share_one_study(workdir):
+    """Two `cifarbench tune` processes at once on one journal, each with its worker processes: the budget
+    is filled exactly, no trial is drawn twice, all trials hang under one MLflow parent run."""
     tree = params(trials=6, epochs=3, pruner={"name": "none"})
-    first, second = run_child(workdir, tree, workers=2), run_child(workdir, tree)
+    first, second = run_child(workdir, tree), run_child(workdir, tree)
     for child in (first, second):
         out, _ = child.communicate(timeout=300)
         assert child.returncode == 0, out
     trials = study_trials(workdir, json.loads(tuned_path("smoke", "lenet5").read_text())["study"])
     assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials)
     assert len({(t.params["lr"], t.params["weight_decay"]) for t in trials}) == 6  # no trial drawn twice
-    print(f"trials per worker process: {Counter(t.user_attrs['worker'] for t in trials)}")
+    print(f"trials per coordinator: {Counter(t.user_attrs['owner'] for t in trials)}")
     runs = tune_runs(workdir, "tune-trial")
     assert sorted(r.info.run_name for r in runs) == sorted(f"tune/lenet5/trial{k}" for k in range(6))
     assert len({r.data.tags["mlflow.parentRunId"] for r in runs}) == 1
 
 
+def test_parallel_trials_fill_the_same_budget_as_one_at_a_time(workdir):
+    """Two trials at a time (two 1-thread workers) and one at a time (one 2-thread worker): the same
+    number of complete + pruned trials, each architecture's own study."""
+    one = tune(params(trials=5, epochs=3), ExecutorConfig(cpus_per_run=2))
+    tree = params(trials=5, epochs=3, storage="optuna/two.journal")
+    tree["tracking"]["uri"] = "sqlite:///two.db"
+    two = tune(tree)
+    count = lambda t: t["trials"]["complete"] + t["trials"]["pruned"]  # noqa: E731
+    assert count(one) == count(two) == 5 and one["trials"]["failed"] == two["trials"]["failed"] == 0
+
+
+def alive_children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (Linux /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
 def test_a_trial_never_trains_longer_than_the_cell_it_tunes():
     tree = params(trials=2, epochs=3)
     cfg = TuneConfig.model_validate(tree["tune"])
-    assert make_search(tree, cfg, "lenet5").cell.train.epochs == 3
+    epochs = lambda tree: make_search(load_plan(tree), cfg, "lenet5", STORAGE).cell.train.epochs  # noqa: E731
+    assert epochs(tree) == 3
     tree["presets"]["smoke"]["tune_epochs"] = 8
-    assert make_search(tree, cfg, "lenet5").cell.train.epochs == 3
+    assert epochs(tree) == 3
     tree["presets"]["smoke"]["tune_epochs"] = 2
-    assert make_search(tree, cfg, "lenet5").cell.train.epochs == 2
+    assert epochs(tree) == 2

@@ -19,7 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("cifarbench.models.commands", "list the architectures: parameters, FLOPs; --bench measures images/s"),
     "nightly": ("cifarbench.nightly.command", "run the nightly preset, compare with the baseline, exit 1 on regressions"),
     "report": ("cifarbench.report.build", "build reports/comparison.{md,html} from the MLflow runs; --open views it"),
-    "tune": ("cifarbench.tuning", "Optuna-tune one architecture's lr and weight decay: tune --arch A [--workers N]"),
+    "tune": ("cifarbench.tuning", "Optuna-tune every architecture's lr and weight decay (or --arch A), on the executor"),
+    "train": ("cifarbench.pipeline", "train and test every unfinished cell of the matrix, on the executor"),
 }
 
 

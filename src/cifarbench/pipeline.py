@@ -1,118 +1,271 @@
-"""What the DVC stages do, one function each, and where their files live.
+"""The train stage: every cell of the matrix, its runs fanned out over an executor (cifarbench.execute),
+and where the stages' files live.
 
-    runs/<preset>/plan/<arch>/<ablation>.json          plan: the cell's slice of params.yaml
-    runs/<preset>/tuned/<arch>.json                    tune: best lr / weight decay
-    runs/<preset>/cells/<arch>/<ablation>/             train: metrics.json, history.csv, models/
-    runs/checkpoints/<preset>/<arch>/<ablation>/       resumable checkpoints of an unfinished cell
+    runs/<preset>/tuned/<arch>.json                     tune: best lr / weight decay
+    runs/<preset>/cells/<arch>/<ablation>/              train: result.json (key, per-seed results),
+                                                        history.csv, models/seed<k>.pt
+    runs/<preset>/metrics/<arch>/<ablation>.json        train: the cell's metrics (`dvc metrics show`)
+    runs/<preset>/curves/<arch>/<ablation>.csv          train: its mean learning curve (`dvc plots show`)
+    runs/checkpoints/<preset>/<arch>/<ablation>/<key>/  resumable checkpoints and finished runs of an
+                                                        unfinished cell (not a DVC output)
+
+One DVC stage trains the whole matrix; its outputs persist between runs (`persist: true`), and a cell is
+trained only when its result.json does not carry the cell's current key: a hash of everything that
+decides its numbers (its config after tuning, the seeds, the data split, the training code). So editing one
+ablation retrains exactly that ablation's cells, and a stage killed halfway trains only what is missing
+when rerun (finished seeds of an unfinished cell are kept too). Why one stage and not one per cell: DVC
+rewrites the whole dvc.lock after every stage and runs stages one at a time; one stage fanning its ~200
+runs out over every core, GPU and machine replaces ~100 stages of ~2.4 s overhead each.
 """
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import functools
+import hashlib
+import json
+import shutil
+import statistics
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
 from cifarbench.config import TrackingConfig, parse_section
 from cifarbench.data.commands import PREPARED
-from cifarbench.errors import ConfigError
-from cifarbench.io import read_json, write_json_atomic
-from cifarbench.plan import Cell, all_cells, cell_params, load_plan, read_tuned, resolve_cell
-from cifarbench.tracking import provenance
+from cifarbench.errors import CifarbenchError
+from cifarbench.execute import Executor, ExecutorConfig, running
+from cifarbench.io import atomic_path, read_json, write_json_atomic
+from cifarbench.plan import Cell, all_cells, load_plan, read_tuned
+from cifarbench.runner import HISTORY_FIELDS, RunSpec, train_run
+from cifarbench.tracking import Tracker, provenance
 
 RUNS = Path("runs")
+PACKAGE = Path(__file__).parent
+# The code that decides a run's numbers: dvc.yaml lists the same files as the train stage's deps.
+TRAINING_CODE = ("engine", "models", "data/splits.py", "plan.py", "runner.py")
+CURVE_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc"]
+FINISHED = ("completed", "diverged", "not_applicable")
+METRICS = ("test_acc_mean", "test_acc_std", "n_seeds", "train_seconds")  # a cell's line in `dvc metrics show`
 
 
 def cell_dir(preset: str, arch: str, ablation: str) -> Path:
     return RUNS / preset / "cells" / arch / ablation
 
 
+def metrics_path(preset: str, arch: str, ablation: str) -> Path:
+    return RUNS / preset / "metrics" / arch / f"{ablation}.json"
+
+
+def curve_path(preset: str, arch: str, ablation: str) -> Path:
+    return RUNS / preset / "curves" / arch / f"{ablation}.csv"
+
+
 def tuned_path(preset: str, arch: str) -> Path:
     return RUNS / preset / "tuned" / f"{arch}.json"
 
 
-def cell_params_path(preset: str, arch: str, ablation: str) -> Path:
-    return RUNS / preset / "plan" / arch / f"{ablation}.json"
+def checkpoint_dir(cell: Cell, key: str) -> Path:
+    return RUNS / "checkpoints" / cell.preset / cell.arch / cell.ablation / key
 
 
-def plan_stage(tree: dict) -> list[Cell]:
-    """Validate every cell of the preset (bad params fail here, before any training), then write each
-    cell's slice of params.yaml for its train stage."""
+@functools.lru_cache(maxsize=1)
+def training_code_digest() -> str:
+    files = sorted(f for name in TRAINING_CODE for f in ([PACKAGE / name] if name.endswith(".py")
+                                                         else (PACKAGE / name).glob("*.py")))
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
+
+
+def data_identity(prepared: Path = PREPARED) -> dict:
+    """What the prepared splits are: the archive and the split's seed and size (from info.json)."""
+    info = read_json(prepared / "info.json")
+    return {"archive_md5": info["archive_md5"], "val_size": info.get("val_size"), "seed": info.get("seed")}
+
+
+def cell_key(cell: Cell, data: dict) -> str:
+    """The hash a finished cell is recorded under: config, seeds, data split and training code."""
+    what = {"config": cell.config(), "seeds": cell.seeds, "data": data, "code": training_code_digest()}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def train_stage(tree: dict, executor: ExecutorConfig) -> dict:
+    """Train and test every cell of the preset that is not already finished under its current key; returns
+    {"cells": planned, "trained": newly finished, "runs": runs trained}. Raises naming the failed runs."""
     plan = load_plan(tree)
-    cells = all_cells(plan)
+    tuned = {arch: read_tuned(tuned_path(plan.preset, arch)) for arch in plan.architectures}
+    cells = all_cells(plan, tuned)
+    data = data_identity()
+    _remove_stale(plan.preset, cells)
+    todo = {}
     for cell in cells:
-        write_json_atomic(cell_params_path(plan.preset, cell.arch, cell.ablation),
-                          cell_params(plan, cell.arch, cell.ablation))
-    skipped = sum(c.not_applicable is not None for c in cells)
-    print(f"plan ({plan.preset}): {len(cells)} cells, {len(plan.architectures)} architectures x "
-          f"{len(plan.ablations)} ablations ({skipped} not applicable before tuning)")
-    return cells
-
-
-def train_stage(tree: dict, arch: str, ablation: str) -> dict:
-    """Train and test one cell (all its seeds). `tree` is params.yaml; the cell's config comes from its
-    slice written by the plan stage, the tuned values from the tune stage."""
-    from cifarbench.runner import run_cell
-
-    preset = tree.get("preset")
-    path = cell_params_path(preset, arch, ablation)
-    if not path.is_file():
-        raise ConfigError(f"{path} not found: is {arch}/{ablation} in params.yaml `architectures` x `ablations`? "
-                          f"`dvc repro` runs the plan stage that writes it")
-    plan = load_plan(read_json(path))
+        key = cell_key(cell, data)
+        if _finished_key(cell) == key:
+            continue
+        if cell.not_applicable:
+            _write_cell(cell, key, {"status": "not_applicable", "reason": cell.not_applicable}, [])
+        else:
+            todo[cell.name] = (cell, key)
+    print(f"train ({plan.preset}): {len(cells)} cells, {len(todo)} to train", flush=True)
+    if not todo:
+        return {"cells": len(cells), "trained": 0, "runs": 0}
     tracking = parse_section(TrackingConfig, tree.get("tracking"), "tracking")
-    cell = resolve_cell(plan, arch, ablation, read_tuned(tuned_path(plan.preset, arch)))
-    names = [(a, b) for a in tree.get("architectures", {}) for b in tree.get("ablations", {})]
-    index = names.index((arch, ablation)) + 1 if (arch, ablation) in names else "?"
-    print(_headline(cell, index, len(names)), flush=True)
-    data_info = read_json(PREPARED / "info.json")
-    tags = {**provenance(), "data_md5": data_info["archive_md5"]}
-    bar = tqdm(total=cell.train.epochs * len(cell.seeds), unit="epoch", desc=cell.name, file=sys.stdout,
-               disable=cell.not_applicable is not None)
-
-    def progress(seed: int, record: dict) -> None:
-        bar.set_postfix(seed=seed, val_acc=f"{record['val_acc']:.3f}", refresh=False)
-        bar.update()
-
-    with bar:
-        metrics = run_cell(cell, prepared=PREPARED, out_dir=cell_dir(plan.preset, arch, ablation),
-                           work_dir=RUNS / "checkpoints" / plan.preset / arch / ablation,
-                           tracking=tracking, tags=tags, on_epoch=progress)
-    print(_result_line(cell, metrics), flush=True)
-    return metrics
+    gpu = any(c.train.device != "cpu" for c, _ in todo.values())
+    with running(executor, gpu=gpu) as pool:
+        pool.warm()
+        runs = _specs([c for c, _ in todo.values()], {n: k for n, (_, k) in todo.items()},
+                      Tracker.open(tracking), data)
+        results, failed = _execute(runs, pool, on_cell=lambda name, done: _finish_cell(*todo[name], done))
+    if failed:
+        raise CifarbenchError(f"{len(failed)} run(s) failed; the other runs finished and are kept, `dvc repro` "
+                              "trains only what is missing:\n" + "\n".join(f"- {n}: {e}" for n, e in failed.items()))
+    return {"cells": len(cells), "trained": len(todo), "runs": len(runs)}
 
 
-def plan_main(argv: list[str]) -> int:
-    """`stages/plan.py` (run in the warm worker, see cifarbench.worker)."""
-    from cifarbench.cli import run_reporting_errors
+def _specs(cells: list[Cell], keys: dict[str, str], tracker: Tracker, data: dict) -> list[RunSpec]:
+    """The runs still to do, longest first (the matrix ends sooner when its longest runs start first)."""
+    tags = {**provenance(), "data_md5": data["archive_md5"]}
+    specs = []
+    for cell in cells:
+        work = checkpoint_dir(cell, keys[cell.name]).resolve()
+        work.mkdir(parents=True, exist_ok=True)
+        models = cell_dir(cell.preset, cell.arch, cell.ablation).resolve() / "models"
+        models.mkdir(parents=True, exist_ok=True)
+        for seed in cell.seeds:
+            identity = {"preset": cell.preset, "arch": cell.arch, "ablation": cell.ablation, "seed": str(seed)}
+            specs.append(RunSpec(cell, seed, PREPARED.resolve(), work, models, tracker,
+                                 {**tags, **identity, "ablation_group": cell.group, "config_hash": cell.config_hash(),
+                                  "cell_key": keys[cell.name]}))
+    return sorted(specs, key=_cost, reverse=True)
+
+
+def _cost(spec: RunSpec) -> float:
+    """A run's rough cost: epochs x images x (FLOPs per image + 1e6 per layer, the cost of the many small
+    memory-bound ops that make GoogLeNet and DenseNet slower than their FLOPs say)."""
+    flops, layers = _model_cost(spec.cell.model)
+    images = spec.cell.budget.train_subset or 45_000
+    return spec.cell.train.epochs * images * (flops + 1e6 * layers)
+
+
+@functools.lru_cache(maxsize=None)
+def _model_cost(model_cfg) -> tuple[int, int]:
+    from cifarbench.models import build_model_from
+    from cifarbench.models.profile import flops_per_image
+
+    model = build_model_from(model_cfg)
+    return flops_per_image(model), sum(1 for m in model.modules() if not list(m.children()))
+
+
+def _execute(runs: list[RunSpec], executor: Executor, on_cell) -> tuple[dict, dict]:
+    """Run `runs` on the executor; `on_cell(name, {seed: result})` once all seeds of a cell are done.
+    Returns (results by run name, errors by run name). Ctrl-C: every worker stopped, their MLflow runs
+    ended KILLED, checkpoints kept."""
+    left = {}
+    for spec in runs:
+        left.setdefault(spec.cell.name, set()).add(spec.seed)
+    by_name, results, failed = {s.name: s for s in runs}, {}, {}
+    print(f"train: {len(runs)} run(s) on {executor.where}", flush=True)
+    try:
+        for spec in runs:
+            executor.submit(spec.name, train_run, spec)
+        while executor.pending():
+            done = executor.next_done()
+            spec = by_name[done.key]
+            if not done.ok:
+                failed[done.key] = done.error
+                print(f"train: {done.key} FAILED:\n{done.error}", file=sys.stderr, flush=True)
+                continue
+            results[done.key] = done.result
+            _print_run(len(results) + len(failed), len(runs), spec, done.result)
+            left[spec.cell.name].discard(spec.seed)
+            if not left[spec.cell.name]:
+                on_cell(spec.cell.name, {s.seed: results[s.name] for s in runs if s.cell.name == spec.cell.name})
+    except BaseException:
+        executor.close()
+        in_flight = [by_name[n] for n in by_name if n not in results and n not in failed]
+        ids = [s.file(".mlflow-run").read_text().strip() for s in in_flight if s.file(".mlflow-run").is_file()]
+        runs[0].tracker.end_killed(ids)
+        raise
+    return results, failed
+
+
+def _print_run(index: int, total: int, spec: RunSpec, result: dict) -> None:
+    s = result["summary"]
+    print(f"[{index}/{total}] {spec.name}: test {100 * s['test_acc']:.2f} %, {s['status']}, "
+          f"{s['wall_seconds']:.0f} s", flush=True)
+
+
+def _finish_cell(cell: Cell, key: str, done: dict[int, dict]) -> None:
+    per_seed = {seed: done[seed]["summary"] for seed in cell.seeds}
+    history = [row for seed in cell.seeds for row in done[seed]["history"]]
+    _write_cell(cell, key, summarize(per_seed), history)
+    shutil.rmtree(checkpoint_dir(cell, key), ignore_errors=True)
+
+
+def summarize(per_seed: dict[int, dict]) -> dict:
+    """Mean and spread over seeds of the test accuracy, plus each seed's own record."""
+    accs = [s["test_acc"] for s in per_seed.values() if s["status"] != "diverged"]
+    statuses = {s["status"] for s in per_seed.values()}
+    return {
+        "status": "diverged" if statuses == {"diverged"} else "completed",
+        "test_acc_mean": statistics.fmean(accs) if accs else None,
+        "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0 if accs else None,
+        "n_seeds": len(accs),
+        "train_seconds": sum(s["train_seconds"] for s in per_seed.values()),
+        "seeds": {str(k): v for k, v in per_seed.items()},
+    }
+
+
+def mean_curve(history: list[dict]) -> list[dict]:
+    """Per epoch, the mean over the seeds that reached it (early stopping ends seeds at different epochs)."""
+    by_epoch: dict[int, list[dict]] = {}
+    for row in history:
+        by_epoch.setdefault(row["epoch"], []).append(row)
+    return [{"epoch": e, **{k: statistics.fmean(r[k] for r in rows) for k in CURVE_FIELDS[1:]}}
+            for e, rows in sorted(by_epoch.items())]
+
+
+def _write_cell(cell: Cell, key: str, result: dict, history: list[dict]) -> None:
+    """The cell's outputs; result.json last: its key marks the cell finished."""
+    folder = cell_dir(cell.preset, cell.arch, cell.ablation)
+    if cell.not_applicable:
+        shutil.rmtree(folder / "models", ignore_errors=True)
+    _write_csv(folder / "history.csv", HISTORY_FIELDS, history)
+    _write_csv(curve_path(cell.preset, cell.arch, cell.ablation), CURVE_FIELDS, mean_curve(history))
+    metrics = {k: result[k] for k in METRICS if k in result}
+    write_json_atomic(metrics_path(cell.preset, cell.arch, cell.ablation), {"status": result["status"], **metrics})
+    write_json_atomic(folder / "result.json", {"key": key, **result})
+
+
+def _finished_key(cell: Cell) -> str | None:
+    try:
+        result = read_json(cell_dir(cell.preset, cell.arch, cell.ablation) / "result.json")
+    except (OSError, ValueError):
+        return None
+    return result.get("key") if result.get("status") in FINISHED else None
+
+
+def _remove_stale(preset: str, cells: list[Cell]) -> None:
+    """Outputs of cells the plan no longer has (an ablation or architecture removed from params.yaml)."""
+    planned = {(c.arch, c.ablation) for c in cells}
+    for kind, suffix in (("cells", ""), ("metrics", ".json"), ("curves", ".csv")):
+        for path in sorted((RUNS / preset / kind).glob(f"*/*{suffix}")):
+            if (path.parent.name, path.name.removesuffix(suffix)) not in planned:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+# `cifarbench train` (cifarbench.cli), which `stages/train.py` runs
+def configure(parser) -> None:
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
+
+
+def run(args) -> None:
     from cifarbench.config import load_params
 
-    return run_reporting_errors(lambda: plan_stage(load_params()) and None)
-
-
-def train_main(argv: list[str]) -> int:
-    """`stages/train.py --arch A --ablation B` (run in the warm worker, see cifarbench.worker)."""
-    import argparse
-
-    from cifarbench.cli import run_reporting_errors
-    from cifarbench.config import load_params
-
-    parser = argparse.ArgumentParser(prog="stages/train.py", description="train and test one benchmark cell")
-    parser.add_argument("--arch", required=True)
-    parser.add_argument("--ablation", required=True)
-    args = parser.parse_args(argv)
-    return run_reporting_errors(lambda: train_stage(load_params(), args.arch, args.ablation) and None)
-
-
-def _headline(cell: Cell, index: int | str, total: int) -> str:
-    what = f"not applicable: {cell.not_applicable}" if cell.not_applicable else (
-        f"{len(cell.seeds)} seed(s) x {cell.train.epochs} epochs, width {cell.model.width}")
-    return f"[cell {index}/{total}] {cell.name} ({cell.group}, preset {cell.preset}): {what}"
-
-
-def _result_line(cell: Cell, metrics: dict) -> str:
-    if metrics["status"] == "not_applicable":
-        return f"{cell.name}: skipped ({metrics['reason']})"
-    mean, std = metrics["test_acc_mean"], metrics["test_acc_std"]
-    acc = "n/a" if mean is None else f"{100 * mean:.2f} ± {100 * std:.2f} %"
-    return f"{cell.name}: test accuracy {acc} over {metrics['n_seeds']} seed(s), status {metrics['status']}"
+    tree = load_params(args.params)
+    train_stage(tree, parse_section(ExecutorConfig, tree.get("executor"), "executor"))

@@ -207,22 +207,6 @@ def all_cells(plan: PlanConfig, tuned: dict[str, Tree] | None = None) -> list[Ce
     return [resolve_cell(plan, a, b, tuned.get(a)) for a in plan.architectures for b in plan.ablations]
 
 
-def cell_params(plan: PlanConfig, arch: str, ablation: str) -> Tree:
-    """The part of params.yaml that one cell's config is built from: its recipe, architecture, budget and
-    ablation (and the baseline, which decides "not applicable"). The plan stage writes it per cell, and the
-    cell's train stage depends on that file instead of whole params sections, so an edit reruns exactly
-    the cells whose config it changes. `load_plan` reads it back like a params tree."""
-    spec = plan.architectures[arch]
-    arch_budget = {plan.preset: spec.presets[plan.preset].model_dump()} if plan.preset in spec.presets else {}
-    return {
-        "preset": plan.preset,
-        "presets": {plan.preset: plan.presets[plan.preset].model_dump(exclude={"about", "tune_trials", "tune_epochs"})},
-        "recipe": plan.recipe.model_dump(),
-        "architectures": {arch: spec.model_dump(include={"model", "train"}) | {"presets": arch_budget}},
-        "ablations": {name: plan.ablations[name].model_dump() for name in dict.fromkeys([BASELINE, ablation])},
-    }
-
-
 def read_tuned(path: Path) -> Tree | None:
     """The tune stage's best {lr, weight_decay} for one architecture, or None when the preset does not tune.
 

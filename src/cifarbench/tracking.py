@@ -16,7 +16,10 @@ import logging
 import os
 import platform
 import subprocess
+import time
+import uuid
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,31 +88,145 @@ def _git(*args: str) -> str:
         return "unknown"
 
 
+# Bounded waits for a tracking server (MLflow's defaults: 120 s per request, 7 retries with backoff, so
+# a server that is down looked like a hung run for minutes per call). Set unless the user set them.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "20", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+
+
+def bound_http_waits() -> None:
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+@dataclass(frozen=True)
+class Tracker:
+    """Where runs go: a resolved tracking URI and an experiment that exists. Made once by the coordinator
+    (`Tracker.open`), then handed to every run (it pickles: Ray nodes and worker processes get it whole)."""
+
+    uri: str
+    experiment: str
+    experiment_id: str
+
+    @classmethod
+    def open(cls, cfg: TrackingConfig) -> Tracker:
+        """Resolve the URI and create the store and the experiment, once, before any run fans out (several
+        processes creating one SQLite store at once crash in its schema migrations)."""
+        from mlflow.tracking import MlflowClient
+
+        bound_http_waits()
+        uri = tracking_uri(cfg)
+        create_sqlite_store(uri)
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name(cfg.experiment)
+        if experiment is None:
+            try:
+                return cls(uri, cfg.experiment, client.create_experiment(cfg.experiment))
+            except Exception:  # another process created it meanwhile
+                experiment = client.get_experiment_by_name(cfg.experiment)
+        return cls(uri, cfg.experiment, experiment.experiment_id)
+
+    def client(self):
+        from mlflow.tracking import MlflowClient
+
+        bound_http_waits()
+        return MlflowClient(self.uri)
+
+    @contextlib.contextmanager
+    def training_run(self, name: str, tags: Mapping[str, str], params: Mapping[str, Any],
+                     resume_run_id: str | None = None) -> Iterator[RunLog]:
+        """Start (or, after a killed process, resume) the MLflow run `name`; ends it FINISHED or FAILED.
+        Client API only: the fluent API's global state (and the MLFLOW_TRACKING_URI it sets) would leak
+        between the runs one worker process executes."""
+        from mlflow.entities import Param
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # no start/stop chatter per run
+        client = self.client()
+        if resume_run_id and _run_exists(client, resume_run_id, self.experiment_id):
+            run_id = resume_run_id
+            client.update_run(run_id, status="RUNNING")
+        else:
+            run_id = client.create_run(self.experiment_id, run_name=name, tags={**tags, CURRENT: "false"}).info.run_id
+            flat = [Param(k, _param(v)) for k, v in flatten(params).items()]
+            for start in range(0, len(flat), 100):  # MLflow takes at most 100 params per batch
+                client.log_batch(run_id, params=flat[start:start + 100])
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=SYSTEM_METRICS_INTERVAL_S,
+                                       resume_logging=run_id == resume_run_id, tracking_uri=self.uri)
+        monitor.start()
+        status = "FAILED"
+        try:
+            yield RunLog(client, run_id, self.experiment_id, {k: str(tags[k]) for k in IDENTITY})
+            status = "FINISHED"
+        finally:
+            monitor.finish()
+            client.set_terminated(run_id, status)
+
+    def end_killed(self, run_ids: list[str]) -> None:
+        """Mark runs that were still RUNNING when their workers were stopped as KILLED."""
+        client = self.client()
+        for run_id in run_ids:
+            with contextlib.suppress(Exception):  # a run deleted meanwhile, or a server gone: nothing to end
+                if client.get_run(run_id).info.status == "RUNNING":
+                    client.set_terminated(run_id, "KILLED")
+
+
+def create_sqlite_store(uri: str) -> None:
+    """Create a local SQLite store out of place and move it in whole: a process killed during MLflow's
+    schema migrations (~1 s) used to leave a half-made mlflow.db that every later run failed on."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or Path(uri[len(prefix):]).exists():
+        return
+    from mlflow.tracking import MlflowClient
+
+    path = Path(uri[len(prefix):])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # unique: MLflow caches stores by URI
+    try:
+        MlflowClient(prefix + str(tmp)).search_experiments()  # runs the migrations
+        _dispose_engines()
+        if not path.exists():
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _dispose_engines() -> None:
+    """Close MLflow's cached SQLAlchemy engines (they hold the temporary store's file open)."""
+    with contextlib.suppress(Exception):
+        from mlflow.store.db import utils
+
+        for engine in getattr(utils, "_engine_cache", {}).values():
+            engine.dispose()
+
+
 class RunLog:
     """A started MLflow run of one (arch, ablation, seed)."""
 
-    def __init__(self, client, run_id: str, experiment_id: str):
-        self.client, self.run_id, self.experiment_id = client, run_id, experiment_id
+    def __init__(self, client, run_id: str, experiment_id: str, identity: Mapping[str, str]):
+        self.client, self.run_id, self.experiment_id, self.identity = client, run_id, experiment_id, identity
 
     def log_epoch(self, record: Mapping[str, float], epoch: int) -> None:
-        import mlflow
-
-        mlflow.log_metrics({k: float(v) for k, v in record.items() if k != "epoch"}, step=epoch)
+        self._metrics({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
 
     def log_final(self, metrics: Mapping[str, float], tags: Mapping[str, str] = {}) -> None:
-        import mlflow
+        from mlflow.entities import RunTag
 
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
-        mlflow.set_tags(dict(tags))
+        self._metrics(metrics, step=0)
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def _metrics(self, values: Mapping[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items()])
 
     def log_artifact(self, path: Path) -> None:
-        import mlflow
+        self.client.log_artifact(self.run_id, str(path))
 
-        mlflow.log_artifact(str(path))
-
-    def mark_current(self, identity: Mapping[str, str]) -> None:
+    def mark_current(self) -> None:
         """Make this run the current one of its identity and retire the earlier ones."""
-        query = " and ".join(f"tags.{k} = '{identity[k]}'" for k in IDENTITY)
+        query = " and ".join(f"tags.{k} = '{self.identity[k]}'" for k in IDENTITY)
         mark_current(self.client, self.experiment_id, self.run_id, query)
 
 
@@ -123,34 +240,14 @@ def mark_current(client, experiment_id: str, run_id: str, query: str) -> None:
     client.set_tag(run_id, CURRENT, "true")
 
 
-@contextlib.contextmanager
-def training_run(cfg: TrackingConfig, *, name: str, tags: Mapping[str, str], params: Mapping[str, Any],
-                 resume_run_id: str | None = None) -> Iterator[RunLog]:
-    """Start (or, after a killed process, resume) the MLflow run `name`; ends it FINISHED or FAILED."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # no start/stop chatter per run
-    mlflow.set_tracking_uri(tracking_uri(cfg))
-    experiment = mlflow.set_experiment(cfg.experiment)
-    mlflow.set_system_metrics_sampling_interval(SYSTEM_METRICS_INTERVAL_S)
-    client = MlflowClient()
-    if resume_run_id and not _run_exists(client, resume_run_id):
-        resume_run_id = None
-    with mlflow.start_run(run_id=resume_run_id, run_name=None if resume_run_id else name,
-                          log_system_metrics=True) as run:
-        if not resume_run_id:
-            mlflow.set_tags({**tags, CURRENT: "false"})
-            mlflow.log_params({k: _param(v) for k, v in flatten(params).items()})
-        yield RunLog(client, run.info.run_id, experiment.experiment_id)
-
-
-def _run_exists(client, run_id: str) -> bool:
+def _run_exists(client, run_id: str, experiment_id: str) -> bool:
+    """False for an unknown id (a store that was reset) and for a run deleted in the UI or moved: the
+    resumed run then starts afresh instead of failing on every rerun."""
     try:
-        client.get_run(run_id)
-        return True
-    except Exception:  # MlflowException for an unknown id, e.g. a store that was reset
+        run = client.get_run(run_id)
+    except Exception:  # MlflowException
         return False
+    return run.info.lifecycle_stage == "active" and run.info.experiment_id == experiment_id
 
 
 def _param(value: Any) -> str:

@@ -11,10 +11,14 @@ Storage: `tune.storage` in params.yaml, or the CIFARBENCH_OPTUNA_STORAGE environ
 under a file lock, so a killed process never corrupts it and workers on one machine share it. A URL
 (postgresql://..., sqlite:///...) is an RDB storage with heartbeats, for workers on several machines.
 
-Budget: trials run until `presets.<preset>.tune_trials` have ended complete or pruned; every worker then
-waits for the others' trials, so each sees the finished study. A trial left running by a dead process
-(on this machine: its pid is gone; on an RDB storage: its heartbeat stopped) is marked failed and its
-parameters are queued again, at most MAX_RETRIES times. A trial whose loss stops being finite is pruned
+Execution: the tune stage is the coordinator of every architecture's study at once. It asks trials
+(within `presets.<preset>.tune_trials` complete, pruned or running) and hands each to the executor
+(cifarbench.execute): the trials of all studies run in parallel on every core, GPU or Ray node. A worker
+opens the study's storage itself to report each epoch and be pruned, so the storage must be reachable
+from every worker (a journal file on a shared folder for one machine; PostgreSQL for several). A trial
+left running by a coordinator that is gone (on the same machine: its pid is gone; for a journal, which
+serves one machine, also any other host's; on an RDB storage: its heartbeat stopped) is marked failed
+and its parameters are queued again, at most MAX_RETRIES times. A trial whose loss stops being finite is pruned
 and tagged `diverged`, so TPE learns to avoid its region and it can never be the best.
 
 Which ablations take the tuned values (plan.py merges them before the ablation): all take the tuned lr;
@@ -32,7 +36,6 @@ import dataclasses
 import fcntl
 import hashlib
 import json
-import multiprocessing
 import os
 import socket
 import tempfile
@@ -54,16 +57,16 @@ from cifarbench.config import Section, TrackingConfig, parse_section
 from cifarbench.data import load_split
 from cifarbench.data.commands import PREPARED
 from cifarbench.engine.registry import check_name, lookup
-from cifarbench.errors import CifarbenchError, ConfigError
+from cifarbench.errors import CifarbenchError
+from cifarbench.execute import ExecutorConfig, running
 from cifarbench.io import write_json_atomic
-from cifarbench.pipeline import tuned_path
-from cifarbench.plan import BASELINE, Cell, load_plan, resolve_cell
-from cifarbench.tracking import CURRENT, mark_current, provenance, tracking_uri
+from cifarbench.pipeline import training_code_digest, tuned_path
+from cifarbench.plan import BASELINE, Cell, PlanConfig, all_cells, load_plan, resolve_cell
+from cifarbench.tracking import CURRENT, Tracker, mark_current, provenance
 
 ENV_STORAGE = "CIFARBENCH_OPTUNA_STORAGE"
 MAX_RETRIES = 2  # a trial whose process keeps dying (out of memory, say) is then given up
-POLL_S = 2.0  # how often a worker with nothing left to start checks the others' trials
-WORKER = "worker"  # trial user attr: host/pid@start-time of the process running it
+OWNER = "owner"  # trial user attr: host/pid@start-time of the coordinator that asked it
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -123,8 +126,7 @@ class Search:
         return self.cell.seeds[0]  # every trial starts from the same initialization
 
 
-def make_search(tree: dict, cfg: TuneConfig, arch: str) -> Search:
-    plan = load_plan(tree)
+def make_search(plan: PlanConfig, cfg: TuneConfig, arch: str, storage: str) -> Search:
     base = resolve_cell(plan, arch, BASELINE)
     # A trial never trains longer than the cell it tunes: its lr must suit that cell's schedule.
     epochs = min(base.budget.tune_epochs or base.train.epochs, base.train.epochs)
@@ -137,6 +139,7 @@ def make_search(tree: dict, cfg: TuneConfig, arch: str) -> Search:
     what = {"cell": cell.config(), "lr": lr, "wd": wd, "seed": base.seeds[0], "sampler_seed": cfg.sampler_seed,
             "startup": cfg.startup_trials, "pruner": cfg.pruner.model_dump(),
             "data": {k: data.get(k) for k in ("archive_md5", "val_size", "seed")}, "code": _code_digest()}
+    del storage  # where the study lives is not part of what it searches
     for key in ("lr", "weight_decay"):  # overridden by every trial
         what["cell"]["train"]["optimizer"].pop(key)
     digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
@@ -144,17 +147,17 @@ def make_search(tree: dict, cfg: TuneConfig, arch: str) -> Search:
 
 
 def _code_digest() -> str:
-    """The training code's content (the tune stage's code deps in dvc.yaml): when DVC reruns the stage
-    because that code changed, the study starts afresh instead of returning the old result."""
-    package = Path(__file__).parent
-    files = sorted([*package.glob("engine/*.py"), *package.glob("models/*.py"), package / "plan.py", Path(__file__)])
-    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
+    """The training code and this module (the tune stage's code deps in dvc.yaml): when DVC reruns the
+    stage because that code changed, the study starts afresh instead of returning the old result."""
+    return hashlib.sha256(training_code_digest().encode() + Path(__file__).read_bytes()).hexdigest()
 
 
 # --- storage ---------------------------------------------------------------------------------------------
 
 def storage_url(cfg: TuneConfig) -> str:
-    return os.environ.get(ENV_STORAGE) or cfg.storage
+    """CIFARBENCH_OPTUNA_STORAGE or tune.storage; a journal path made absolute (workers run elsewhere)."""
+    url = os.environ.get(ENV_STORAGE) or cfg.storage
+    return url if "://" in url else os.path.abspath(url)
 
 
 def shown(url: str) -> str:
@@ -166,10 +169,11 @@ def shown(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def open_storage(url: str, cfg: TuneConfig, on_stale) -> optuna.storages.BaseStorage:
-    if "://" in url:
+def open_storage(url: str, cfg: TuneConfig) -> optuna.storages.BaseStorage:
+    if "://" in url:  # a trial whose heartbeat stopped is failed and queued again (Optuna's own callback)
         return optuna.storages.RDBStorage(url, heartbeat_interval=cfg.heartbeat_s, grace_period=3 * cfg.heartbeat_s,
-                                          heartbeat_stale_trial_callback=on_stale)
+                                          heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                                              max_retry=MAX_RETRIES))
     Path(url).parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url, FlockLock(f"{url}.lock")))
 
@@ -223,141 +227,170 @@ def _me() -> str:
 
 
 def _is_dead(owner: str | None, journal: bool) -> bool:
+    """Whether the coordinator that asked a trial is gone. A journal serves one machine, so a trial of
+    another host there is a previous life of this one (a container restarted under a new hostname)."""
     if owner is None:  # killed between ask and tagging, both done under the lock (one machine: journal)
         return journal
     host, process = owner.split("/", 1)
-    return host == socket.gethostname() and _process_id(int(process.split("@")[0])) != process
+    if host != socket.gethostname():
+        return journal
+    return _process_id(int(process.split("@")[0])) != process
 
 
-# --- the study -------------------------------------------------------------------------------------------
+# --- one trial, in an executor's worker -----------------------------------------------------------------
 
-class Tuner:
-    """One worker's view of the study: asks trials within the budget, runs them, logs them to MLflow."""
+@dataclass(frozen=True)
+class TrialSpec:
+    """Everything a worker needs to run one trial (it pickles: Ray nodes and worker processes get it whole)."""
 
-    def __init__(self, tree: dict, arch: str, parent_run_id: str | None = None):
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-        self.cfg = parse_section(TuneConfig, tree.get("tune"), "tune")
-        self.search = make_search(tree, self.cfg, arch)
-        self.url = storage_url(self.cfg)
-        self.journal = "://" not in self.url
-        tracking = parse_section(TrackingConfig, tree.get("tracking"), "tracking")
-        self.storage = open_storage(self.url, self.cfg, self._abandoned)
-        self.pruner = PRUNERS[self.cfg.pruner.name](self.cfg.pruner, self.cfg.startup_trials)
-        with machine_lock(tracking_uri(tracking)):  # two processes creating one MLflow SQLite store collide
-            self.log = StudyLog(tracking, self.search)
+    search: Search
+    storage: str  # journal path (absolute) or RDB URL
+    tune: TuneConfig
+    trial_id: int
+    number: int
+    params: dict[str, float]  # lr, weight_decay
+    prepared: Path  # absolute
+    tracker: Tracker
+    mlflow_run_id: str
+
+
+def run_trial(spec: TrialSpec) -> dict:
+    """Train one trial on the training subset, scored per epoch on the validation subset (never the test
+    split); reports each epoch to the study, which may prune it. Returns {state, value, epochs, diverged}."""
+    import torch
+
+    from cifarbench.engine import fit
+    from cifarbench.models import build_model_from
+
+    _quiet()
+    storage = open_storage(spec.storage, spec.tune)
+    study = optuna.load_study(study_name=spec.search.study, storage=storage,
+                              pruner=PRUNERS[spec.tune.pruner.name](spec.tune.pruner, spec.tune.startup_trials))
+    trial = optuna.Trial(study, spec.trial_id)
+    cell, client = spec.search.cell, spec.tracker.client()
+    train = cell.train.model_copy(update={"optimizer": cell.train.optimizer.model_copy(update=spec.params)})
+    b = cell.budget
+    data = load_split(spec.prepared, "train", b.train_subset), load_split(spec.prepared, "val", b.val_subset)
+    epochs = [0]
+
+    def on_epoch(record) -> None:
+        epochs[0] = record.epoch
+        StudyLog.log_epoch(client, spec.mlflow_run_id, record)
+        trial.report(record.val_acc, record.epoch)
+        if spec.tune.pruner.min_epochs <= record.epoch < train.epochs and trial.should_prune():
+            raise optuna.TrialPruned()
+
+    torch.manual_seed(spec.search.seed)
+    model = build_model_from(cell.model)
+    try:
+        with get_heartbeat_thread(spec.trial_id, storage):
+            result = fit(model, *data, train, seed=spec.search.seed, on_epoch=on_epoch)
+    except optuna.TrialPruned:
+        return {"state": "pruned", "value": None, "epochs": epochs[0], "diverged": False}
+    if result.status == "diverged":  # pruned, so TPE learns to avoid the region and it is never the best
+        return {"state": "pruned", "value": None, "epochs": result.stopped_epoch, "diverged": True}
+    return {"state": "complete", "value": result.best_val_acc, "epochs": epochs[0], "diverged": False}
+
+
+def _quiet() -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+
+
+# --- the studies, in the coordinator --------------------------------------------------------------------
+
+class Study:
+    """One architecture's study as the coordinator sees it: asks trials within the budget, tells results."""
+
+    def __init__(self, search: Search, cfg: TuneConfig, url: str, tracker: Tracker):
+        self.search, self.cfg, self.url, self.tracker = search, cfg, url, tracker
+        self.journal = "://" not in url
+        self.storage = open_storage(url, cfg)
+        self.log = StudyLog(tracker, search)
         with self.lock():
             study = self.study(0)
-            self.log.parent_run_id = parent_run_id or self.log.open_parent(study, shown(self.url))
+            self._fail_dead(study)
+            self.log.parent_run_id = self.log.open_parent(study, shown(url))
 
     def lock(self):
-        """Serializes budget checks and asks of the workers on this machine."""
-        return machine_lock(os.path.abspath(self.url) if self.journal else self.url, self.search.study)
+        """Serializes budget checks and asks of the coordinators on this machine."""
+        return machine_lock(self.url, self.search.study)
 
-    def study(self, seed_index: int) -> optuna.Study:
-        """The study with a sampler seeded by (sampler_seed, trial number): one worker from scratch is
-        reproducible, and workers or a resumed run never redraw a trial's parameters."""
-        seed = int(np.random.SeedSequence([self.cfg.sampler_seed, seed_index]).generate_state(1)[0])
+    def study(self, trial_number: int) -> optuna.Study:
+        """The study with a sampler seeded by (sampler_seed, architecture, trial number): each architecture
+        draws its own trials, a run from scratch is reproducible, and a resumed run never redraws a
+        trial's parameters."""
+        arch = int(hashlib.sha256(self.search.cell.arch.encode()).hexdigest()[:8], 16)
+        seed = int(np.random.SeedSequence([self.cfg.sampler_seed, arch, trial_number]).generate_state(1)[0])
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.cfg.startup_trials, multivariate=True,
                                              constant_liar=True)
         return optuna.create_study(storage=self.storage, study_name=self.search.study, direction="maximize",
-                                   sampler=sampler, pruner=self.pruner, load_if_exists=True)
+                                   sampler=sampler, pruner=optuna.pruners.NopPruner(), load_if_exists=True)
 
-    def work(self, data) -> None:
-        """Run trials until the budget is filled and no one else's trial is still running."""
-        while True:
-            with self.lock():
-                study = self.study(0)
-                self._fail_dead(study)
-                trial = self._ask(study)
-            if trial is not None:
-                self._run(study, trial, data)
-            elif any(t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False)):
-                time.sleep(POLL_S)
-            else:
-                return
+    def ask(self, prepared: Path) -> TrialSpec | None:
+        """The next trial to run, or None when the budget is taken (complete, pruned and running trials)."""
+        with self.lock():
+            study = self.study(0)
+            trials = study.get_trials(deepcopy=False)
+            states = Counter(t.state for t in trials)
+            taken = states[TrialState.COMPLETE] + states[TrialState.PRUNED] + states[TrialState.RUNNING]
+            if not states[TrialState.WAITING] and taken >= self.search.trials:
+                return None
+            space = {"lr": FloatDistribution(*self.search.lr, log=True)}
+            if self.search.weight_decay:
+                space["weight_decay"] = FloatDistribution(*self.search.weight_decay, log=True)
+            trial = self.study(len(trials)).ask(space)
+            trial.set_user_attr(OWNER, _me())
+        params = {"lr": trial.params["lr"], "weight_decay": trial.params.get("weight_decay", 0.0)}
+        run_id = self.log.start_trial(trial, params)
+        trial.set_user_attr("mlflow_run_id", run_id)
+        return TrialSpec(self.search, self.url, self.cfg, trial._trial_id, trial.number, params, prepared,
+                         self.tracker, run_id)
 
-    def _ask(self, study: optuna.Study) -> optuna.Trial | None:
-        trials = study.get_trials(deepcopy=False)
-        states = Counter(t.state for t in trials)
-        taken = states[TrialState.COMPLETE] + states[TrialState.PRUNED] + states[TrialState.RUNNING]
-        if not states[TrialState.WAITING] and taken >= self.search.trials:
-            return None
-        study = self.study(len(trials))
-        space = {"lr": FloatDistribution(*self.search.lr, log=True)}
-        if self.search.weight_decay:
-            space["weight_decay"] = FloatDistribution(*self.search.weight_decay, log=True)
-        trial = study.ask(space)
-        trial.set_user_attr(WORKER, _me())
-        return trial
+    def tell(self, spec: TrialSpec, outcome: dict | None) -> None:
+        """Record a trial's outcome (None: it failed) in the study and its MLflow run."""
+        study = self.study(0)
+        state = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED}[outcome["state"]] if outcome \
+            else TrialState.FAIL
+        tags = {"diverged": str(outcome["epochs"])} if outcome and outcome["diverged"] else {}
+        if outcome:
+            study._storage.set_trial_user_attr(spec.trial_id, "epochs", outcome["epochs"])
+        with contextlib.suppress(ValueError, optuna.exceptions.UpdateFinishedTrialError):
+            study.tell(spec.number, outcome["value"] if state == TrialState.COMPLETE else None, state=state)
+        self.log.end_trial(spec.mlflow_run_id, _STATE[state], tags if outcome else {"reason": "error"})
+        value = f", val_acc {outcome['value']:.4f}" if outcome and outcome["value"] is not None else ""
+        epochs = f" after {outcome['epochs']} epoch(s)" if outcome else ""
+        print(f"tune {self.search.cell.arch} trial {spec.number}: {_STATE[state]}{' (diverged)' if tags else ''}"
+              f"{epochs}, lr {spec.params['lr']:.3g}, weight_decay {spec.params['weight_decay']:.3g}{value}",
+              flush=True)
 
     def _fail_dead(self, study: optuna.Study) -> None:
+        """Trials left RUNNING by a coordinator that is gone are failed and their parameters queued again."""
         if not self.journal:
-            optuna.storages.fail_stale_trials(study)  # heartbeats; calls _abandoned
+            optuna.storages.fail_stale_trials(study)  # heartbeats stopped: calls _abandoned
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if _is_dead(t.user_attrs.get(WORKER), self.journal):
+            if _is_dead(t.user_attrs.get(OWNER), self.journal):
                 try:
                     study.tell(t.number, state=TrialState.FAIL)
                 except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
-                    continue  # another machine's worker got there first
+                    continue  # another coordinator got there first
                 self._abandoned(study, study.get_trials(deepcopy=False)[t.number])
 
     def _abandoned(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        """A trial whose process died: close its MLflow run, queue its parameters again."""
-        self.log.end_trial(trial.user_attrs.get("mlflow_run_id"), "failed", {"reason": "worker process died"})
+        self.log.end_trial(trial.user_attrs.get("mlflow_run_id"), "failed", {"reason": "its process died"})
         retries = trial.user_attrs.get("retries", 0)
         if retries < MAX_RETRIES and trial.params:
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.user_attrs.get("retry_of", trial.number),
                                                           "retries": retries + 1})
-        print(f"trial {trial.number}: its worker died; {'queued again' if retries < MAX_RETRIES else 'given up'}",
-              flush=True)
+        print(f"tune {self.search.cell.arch} trial {trial.number}: its process died; "
+              f"{'queued again' if retries < MAX_RETRIES else 'given up'}", flush=True)
 
-    def _run(self, study: optuna.Study, trial: optuna.Trial, data) -> None:
-        from cifarbench.engine import fit
-        from cifarbench.models import build_model_from
-        import torch
-
-        cell = self.search.cell
-        params = {"lr": trial.suggest_float("lr", *self.search.lr, log=True), "weight_decay": 0.0}
-        if self.search.weight_decay:
-            params["weight_decay"] = trial.suggest_float("weight_decay", *self.search.weight_decay, log=True)
-        train = cell.train.model_copy(update={"optimizer": cell.train.optimizer.model_copy(update=params)})
-        run_id = self.log.start_trial(trial, params)
-        trial.set_user_attr("mlflow_run_id", run_id)
-        epochs = [0]
-
-        def on_epoch(record) -> None:
-            epochs[0] = record.epoch
-            self.log.log_epoch(run_id, record)
-            trial.report(record.val_acc, record.epoch)
-            if self.cfg.pruner.min_epochs <= record.epoch < train.epochs and trial.should_prune():
-                raise optuna.TrialPruned()
-
-        torch.manual_seed(self.search.seed)
-        model = build_model_from(cell.model)
-        state, value, tags = TrialState.PRUNED, None, {}
-        try:
-            with get_heartbeat_thread(trial._trial_id, self.storage):
-                result = fit(model, data[0], data[1], train, seed=self.search.seed, on_epoch=on_epoch)
-            if result.status == "diverged":
-                epochs[0], tags = result.stopped_epoch, {"diverged": str(result.stopped_epoch)}
-            else:
-                state, value = TrialState.COMPLETE, result.best_val_acc
-        except optuna.TrialPruned:
-            pass
-        except BaseException:
-            study.tell(trial, state=TrialState.FAIL)
-            self.log.end_trial(run_id, "failed", {"reason": "error"})
-            raise
-        trial.set_user_attr("epochs", epochs[0])
-        if tags:
-            trial.set_user_attr("diverged_at_epoch", epochs[0])
-        study.tell(trial, value, state=state)
-        self.log.end_trial(run_id, _STATE[state], tags)
-        shown_value = "" if value is None else f", val_acc {value:.4f}"
-        print(f"trial {trial.number}: {_STATE[state]}{' (diverged)' if tags else ''} after {epochs[0]} epoch(s), "
-              f"lr {params['lr']:.3g}, weight_decay {params['weight_decay']:.3g}{shown_value}", flush=True)
+    def finish(self) -> dict:
+        study = self.study(0)
+        summary = summarize(study, self.search, shown(self.url))
+        self.log.finish(summary, importances(study))
+        return summary
 
 
 _STATE = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}
@@ -387,74 +420,71 @@ def importances(study: optuna.Study) -> dict[str, float]:
     return values
 
 
-def tune_stage(tree: dict, arch: str, *, workers: int = 1) -> dict:
-    """Tune `arch`'s lr and weight decay with `workers` processes on this machine (this one included),
-    then write the tuned file and return its content."""
-    if workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {workers}")
+def tune_stage(tree: dict, executor: ExecutorConfig, archs: list[str] | None = None) -> dict[str, dict]:
+    """Tune the lr and weight decay of every architecture (or `archs`), all studies' trials fanned out
+    over the executor; writes each tuned file and returns their contents by architecture."""
+    _quiet()
+    plan = load_plan(tree)
+    all_cells(plan)  # bad params fail here, before any training
     cfg = parse_section(TuneConfig, tree.get("tune"), "tune")
-    search = make_search(tree, cfg, arch)
-    preset, out = search.cell.preset, tuned_path(search.cell.preset, arch)
-    if search.trials == 0:
-        write_json_atomic(out, summary := summarize(None, search, shown(storage_url(cfg))))
-        print(f"tune {arch}: preset {preset} does not tune; the recipe's lr and weight decay stand", flush=True)
-        return summary
-    tuner = Tuner(tree, arch)
-    print(f"tune {arch} (preset {preset}): study {search.study} in {shown(tuner.url)}, {search.trials} trials of "
-          f"{search.cell.train.epochs} epochs, {workers} worker(s)", flush=True)
-    data = _load_data(search.cell)
-    if workers == 1:
-        tuner.work(data)
-    else:
-        _work_in_parallel(tuner, data, tree, arch, workers)
-    study = tuner.study(0)
-    summary = summarize(study, search, shown(tuner.url))
-    tuner.log.finish(summary, importances(study))
-    write_json_atomic(out, summary)
-    print(f"tune {arch}: {summary['trials']}, {summary['epochs_trained']} epochs; best val_acc "
-          f"{summary['best_val_acc']} with lr {summary['optimizer']['lr']:.4g}, "
-          f"weight_decay {summary['optimizer']['weight_decay']:.4g} -> {out}", flush=True)
-    return summary
+    url = storage_url(cfg)
+    searches = [make_search(plan, cfg, arch, url) for arch in (archs or plan.architectures)]
+    out = {}
+    for search in [s for s in searches if s.trials == 0]:
+        out[search.cell.arch] = _write_tuned(search, summarize(None, search, shown(url)))
+        print(f"tune {search.cell.arch}: preset {plan.preset} does not tune; the recipe's lr and weight decay stand")
+    searches = [s for s in searches if s.trials > 0]
+    if not searches:
+        return out
+    tracker = Tracker.open(parse_section(TrackingConfig, tree.get("tracking"), "tracking"))
+    studies = {s.cell.arch: Study(s, cfg, url, tracker) for s in searches}
+    print(f"tune ({plan.preset}): {len(studies)} studies in {shown(url)}, "
+          f"{', '.join(f'{a} {s.trials} x {s.cell.train.epochs} ep' for a, s in ((s.cell.arch, s) for s in searches))}",
+          flush=True)
+    _run_studies(studies, executor, gpu=any(s.cell.train.device != "cpu" for s in searches))
+    for arch, study in studies.items():
+        summary = out[arch] = _write_tuned(study.search, study.finish())
+        print(f"tune {arch}: {summary['trials']}, {summary['epochs_trained']} epochs; best val_acc "
+              f"{summary['best_val_acc']} with lr {summary['optimizer']['lr']:.4g}, "
+              f"weight_decay {summary['optimizer']['weight_decay']:.4g}", flush=True)
+    return out
 
 
-def _work_in_parallel(tuner: Tuner, data, tree: dict, arch: str, workers: int) -> None:
-    """This process and workers - 1 spawned ones, each with an equal share of the cores."""
-    import torch
-
-    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked OpenMP or SQLite state
-    procs = [context.Process(target=_worker, args=(tree, arch, tuner.log.parent_run_id, workers, os.getcwd()),
-                             daemon=True) for _ in range(workers - 1)]
-    for p in procs:
-        p.start()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(_threads(workers))
-    try:
-        tuner.work(data)
-    finally:
-        torch.set_num_threads(threads)
-        for p in procs:
-            p.join()
-    failed = [p.exitcode for p in procs if p.exitcode]
+def _run_studies(studies: dict[str, Study], cfg: ExecutorConfig, gpu: bool) -> None:
+    """Keep every slot of the executor busy with trials, taken from the studies in turn, until every
+    budget is filled. A failed trial is recorded as failed (and the stage fails after the others end)."""
+    prepared, specs, failed = PREPARED.resolve(), {}, []
+    with running(cfg, gpu=gpu) as executor:
+        print(f"tune: trials on {executor.where}", flush=True)
+        try:
+            open_studies = list(studies.values())
+            while True:
+                while open_studies and executor.pending() < executor.slots:
+                    study = open_studies.pop(0)
+                    spec = study.ask(prepared)
+                    if spec is not None:
+                        specs[(study.search.cell.arch, spec.number)] = spec
+                        executor.submit((study.search.cell.arch, spec.number), run_trial, spec)
+                        open_studies.append(study)
+                if not executor.pending():
+                    break
+                done = executor.next_done()
+                spec = specs.pop(done.key)
+                studies[done.key[0]].tell(spec, done.result if done.ok else None)
+                if not done.ok:
+                    failed.append(f"{done.key[0]} trial {done.key[1]}: {done.error}")
+        except BaseException:
+            executor.close()
+            for spec in specs.values():  # stay RUNNING in the study: the next run fails and requeues them
+                studies[spec.search.cell.arch].log.end_trial(spec.mlflow_run_id, "killed", {})
+            raise
     if failed:
-        raise CifarbenchError(f"{len(failed)} tuning worker(s) failed (exit status {failed}); rerun to resume the study")
+        raise CifarbenchError(f"{len(failed)} tuning trial(s) failed; rerun to resume the studies:\n" + "\n".join(failed))
 
 
-def _threads(workers: int) -> int:
-    return max(1, (os.cpu_count() or 1) // workers)
-
-
-def _worker(tree: dict, arch: str, parent_run_id: str, workers: int, cwd: str) -> None:
-    import torch
-
-    os.chdir(cwd)
-    torch.set_num_threads(_threads(workers))
-    tuner = Tuner(tree, arch, parent_run_id)
-    tuner.work(_load_data(tuner.search.cell))
-
-
-def _load_data(cell: Cell):
-    """The preset's training and validation subsets (never the test split)."""
-    return load_split(PREPARED, "train", cell.budget.train_subset), load_split(PREPARED, "val", cell.budget.val_subset)
+def _write_tuned(search: Search, summary: dict) -> dict:
+    write_json_atomic(tuned_path(search.cell.preset, search.cell.arch), summary)
+    return summary
 
 
 # --- MLflow ----------------------------------------------------------------------------------------------
@@ -463,13 +493,8 @@ class StudyLog:
     """The study's MLflow runs: one parent, one nested run per trial. Uses MlflowClient only (no active
     run), so concurrent workers and trials never share state."""
 
-    def __init__(self, tracking: TrackingConfig, search: Search):
-        from mlflow.tracking import MlflowClient
-
-        self.client = MlflowClient(tracking_uri(tracking))
-        experiment = self.client.get_experiment_by_name(tracking.experiment)
-        self.experiment_id = (experiment.experiment_id if experiment else
-                              _create_experiment(self.client, tracking.experiment))
+    def __init__(self, tracker: Tracker, search: Search):
+        self.client, self.experiment_id = tracker.client(), tracker.experiment_id
         self.search = search
         self.arch, self.preset = search.cell.arch, search.cell.preset
         self.parent_run_id: str | None = None
@@ -506,19 +531,21 @@ class StudyLog:
         self.client.log_batch(run.info.run_id, params=[_param(k, v) for k, v in params.items()])
         return run.info.run_id
 
-    def log_epoch(self, run_id: str, record) -> None:
+    @staticmethod
+    def log_epoch(client, run_id: str, record) -> None:
+        """One epoch of a trial (called in the trial's worker)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         values = {"val_acc": record.val_acc, "val_loss": record.val_loss, "train_loss": record.train_loss,
                   "train_acc": record.train_acc}
-        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, record.epoch) for k, v in values.items()])
+        client.log_batch(run_id, metrics=[Metric(k, float(v), now, record.epoch) for k, v in values.items()])
 
     def end_trial(self, run_id: str | None, state: str, tags: dict[str, str]) -> None:
         if run_id and self._exists(run_id):
             for key, value in {"state": state, **tags}.items():
                 self.client.set_tag(run_id, key, value)
-            self.client.set_terminated(run_id, {"complete": "FINISHED", "pruned": "KILLED"}.get(state, "FAILED"))
+            self.client.set_terminated(run_id, {"complete": "FINISHED", "pruned": "KILLED", "killed": "KILLED"}.get(state, "FAILED"))
 
     def finish(self, summary: dict, importance: dict[str, float]) -> None:
         """Log the study's results on the parent and make it the current tuning run of (preset, arch)."""
@@ -538,13 +565,6 @@ class StudyLog:
         self.client.set_terminated(run_id, "FINISHED")
 
 
-def _create_experiment(client, name: str) -> str:
-    try:
-        return client.create_experiment(name)
-    except Exception:  # another worker created it meanwhile
-        return client.get_experiment_by_name(name).experiment_id
-
-
 def _param(key: str, value) -> "object":
     from mlflow.entities import Param
 
@@ -554,25 +574,11 @@ def _param(key: str, value) -> "object":
 # --- command line ----------------------------------------------------------------------------------------
 
 def configure(parser) -> None:
-    parser.add_argument("--arch", required=True, help="architecture in params.yaml `architectures`")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1); "
-                        "more processes or machines may also run `cifarbench tune` on the same storage")
+    parser.add_argument("--arch", action="append", help="tune only this architecture (repeatable; default: all)")
 
 
 def run(args) -> None:
     from cifarbench.config import load_params
 
-    tune_stage(load_params(), args.arch, workers=args.workers)
-
-
-def tune_main(argv: list[str]) -> int:
-    """`stages/tune.py --arch A [--workers N]` (run in the warm worker, see cifarbench.worker)."""
-    import argparse
-
-    from cifarbench.cli import run_reporting_errors
-
-    parser = argparse.ArgumentParser(prog="stages/tune.py", description="tune one architecture's lr and weight decay")
-    configure(parser)
-    return run_reporting_errors(run, parser.parse_args(argv))
-
-
+    tree = load_params()
+    tune_stage(tree, parse_section(ExecutorConfig, tree.get("executor"), "executor"), args.arch)

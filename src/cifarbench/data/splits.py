@@ -46,7 +46,7 @@ def load_split(folder: Path, name: str, limit: int | None = None) -> Split:
     for path in split_files(folder, name):
         if not path.is_file():
             raise DataError(f"{path} not found: run `dvc repro prepare` first")
-        arrays.append(np.ascontiguousarray(np.load(path, mmap_mode="r")[:limit]))
+        arrays.append(np.array(np.load(path, mmap_mode="r")[:limit]))  # a writable copy of just these images
     return Split(torch.from_numpy(arrays[0]), torch.from_numpy(arrays[1]))
 
 

@@ -12,11 +12,4 @@ self-contained HTML file, figures, metrics.json).
 from cifarbench.report.runs import load_histories, load_runs, load_tuning
 
 
-def report_main(argv: list[str]) -> int:
-    """`stages/report.py` (run in the warm worker, see cifarbench.worker)."""
-    from cifarbench.report.build import main
-
-    return main(argv)
-
-
-__all__ = ["load_histories", "load_runs", "load_tuning", "report_main"]
+__all__ = ["load_histories", "load_runs", "load_tuning"]

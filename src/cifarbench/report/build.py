@@ -97,14 +97,6 @@ def report_stage(tree: dict, out: Path = REPORTS) -> dict:
     return metrics
 
 
-def main(argv: list[str]) -> int:
-    from cifarbench.cli import run_reporting_errors
-
-    parser = argparse.ArgumentParser(prog="stages/report.py", description="build reports/ from the current MLflow runs")
-    parser.parse_args(argv)
-    return run_reporting_errors(lambda: report_stage(load_params()) and None)
-
-
 # `cifarbench report` (cifarbench.cli)
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")

@@ -1,0 +1,137 @@
+"""The local executor: a pool of warm worker processes on this machine (concurrent.futures, spawned
+interpreters: no forked OpenMP or SQLite state).
+
+Sizing: on a CPU, `cores // cpus_per_run` processes of `cpus_per_run` torch threads each; on a GPU
+machine one process per GPU, each seeing only its own (CUDA_VISIBLE_DEVICES, set before torch starts).
+A worker that dies (killed, out of memory) breaks the whole pool (that is how ProcessPoolExecutor
+reports it): the pool is rebuilt and every run that was in flight is submitted again, up to
+`max_retries` times each; they resume from their checkpoints. Workers ignore SIGINT (Ctrl-C reaches
+the whole process group; the coordinator decides) and die with the coordinator (Linux PDEATHSIG), so a
+killed stage leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import ctypes
+import importlib
+import multiprocessing
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any, Hashable
+
+from cifarbench.execute import Done, ExecutorConfig
+
+# Imported by every worker as it starts (~5 s on 2 cores), not by its first run: MLflow's SQL store
+# (SQLAlchemy, alembic) is the larger half.
+PRELOAD = ("mlflow", "mlflow.store.tracking.sqlalchemy_store", "optuna", "cifarbench.runner")
+
+
+class LocalExecutor:
+    def __init__(self, cfg: ExecutorConfig, *, gpu: bool):
+        import torch
+
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        gpus = torch.cuda.device_count() if gpu else 0
+        if gpus:
+            self.devices: list[str | None] = [str(i) for i in range(gpus)]
+            self.threads = max(1, cores // gpus)
+        else:
+            self.threads = min(cfg.cpus_per_run, cores)
+            self.devices = [None] * max(1, cores // self.threads)
+        self.slots = len(self.devices)
+        self.max_retries = cfg.max_retries
+        on = f"{gpus} GPU(s)" if gpus else f"{cores} core(s)"
+        self.where = f"local: {self.slots} worker process(es) x {self.threads} thread(s) on {on}"
+        self._futures: dict[cf.Future, tuple[Hashable, Callable, Any, int]] = {}
+        self._given_up: list[Done] = []
+        self._pool = self._start()
+
+    def _start(self) -> cf.ProcessPoolExecutor:
+        ctx = multiprocessing.get_context("spawn")
+        devices = ctx.Queue()
+        for device in self.devices:
+            devices.put(device)
+        return cf.ProcessPoolExecutor(self.slots, mp_context=ctx, initializer=_init_worker,
+                                      initargs=(devices, self.threads, os.getpid()))
+
+    def warm(self) -> None:
+        """Start every worker now (they import torch and the run's modules while the caller plans)."""
+        for _ in range(self.slots):
+            self._pool.submit(int)
+
+    def submit(self, key: Hashable, fn: Callable[[Any], Any], arg: Any, attempt: int = 0) -> None:
+        self._futures[self._pool.submit(_call, fn, arg)] = (key, fn, arg, attempt)
+
+    def pending(self) -> int:
+        return len(self._futures) + len(self._given_up)
+
+    def next_done(self) -> Done:
+        while not self._given_up:
+            done, _ = cf.wait(self._futures, return_when=cf.FIRST_COMPLETED)
+            future = next(iter(done))
+            error = future.exception()
+            if isinstance(error, cf.process.BrokenProcessPool):
+                self._restart()
+                continue
+            key = self._futures.pop(future)[0]
+            return Done(key, future.result()) if error is None else Done(key, error=_text(error))
+        return self._given_up.pop(0)
+
+    def _restart(self) -> None:
+        """A worker died, and with it the pool: every run in flight goes to a fresh pool (its attempt
+        counted: which run killed the worker cannot be told apart), or is given up after max_retries."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._start()
+        broken, self._futures = list(self._futures.values()), {}
+        print(f"executor: a worker process died; {len(broken)} run(s) in flight start again from their "
+              "checkpoints", file=sys.stderr, flush=True)
+        for key, fn, arg, attempt in broken:
+            if attempt >= self.max_retries:
+                self._given_up.append(Done(key, error=f"its worker process died {attempt + 1} time(s) "
+                                                      "(killed, or out of memory)"))
+            else:
+                self.submit(key, fn, arg, attempt + 1)
+
+    def close(self) -> None:
+        """Stop every worker now (running runs are killed; their checkpoints stay)."""
+        processes = list((self._pool._processes or {}).values())  # no public way to kill before Python 3.14
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.kill()
+        for process in processes:
+            process.join()
+        self._futures.clear()
+
+
+def _text(error: BaseException) -> str:
+    cause = getattr(error, "__cause__", None)  # concurrent.futures keeps the worker's traceback here
+    return str(cause) if cause is not None else "".join(traceback.format_exception(error))
+
+
+def _init_worker(devices, threads: int, parent: int) -> None:
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    device = devices.get()
+    if device is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = device
+    import torch
+
+    torch.set_num_threads(threads)
+    for module in PRELOAD:
+        importlib.import_module(module)
+
+
+def _call(fn: Callable[[Any], Any], arg: Any) -> Any:
+    return fn(arg)
+
+
+def _die_with_parent(parent: int) -> None:
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
