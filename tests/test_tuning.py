@@ -142,7 +142,9 @@ def test_the_environment_overrides_the_storage_and_bad_ranges_name_the_key(workd
 
 def run_child(workdir: Path, tree: dict, workers: int = 1) -> subprocess.Popen:
     (workdir / "params.json").write_text(json.dumps(tree))
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    # Keep the parent's PYTHONPATH: the child must import the same cifarbench as the test (a worktree's).
+    paths = [str(Path(__file__).parent), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     return subprocess.Popen([sys.executable, str(CHILD), "params.json", "lenet5", str(workers)], cwd=workdir, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from cifarbench.config import TrackingConfig, parse_section
 from cifarbench.data.commands import PREPARED
+from cifarbench.engine.fast import check_device
 from cifarbench.errors import ConfigError
 from cifarbench.io import read_json, write_json_atomic
 from cifarbench.plan import Cell, all_cells, cell_params, load_plan, read_tuned, resolve_cell
@@ -40,6 +41,8 @@ def plan_stage(tree: dict) -> list[Cell]:
     cell's slice of params.yaml for its train stage."""
     plan = load_plan(tree)
     cells = all_cells(plan)
+    for device in sorted({c.train.device for c in cells}):
+        check_device(device)  # `cuda:99` fails here, not in the first cell's training
     for cell in cells:
         write_json_atomic(cell_params_path(plan.preset, cell.arch, cell.ablation),
                           cell_params(plan, cell.arch, cell.ablation))
