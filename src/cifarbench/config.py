@@ -1,17 +1,19 @@
 """Reading `params.yaml` once, at the edge, into typed and frozen config objects.
 
-Every section is a pydantic model with `extra="forbid"`: an unknown key or a wrong type is a
-`ConfigError` whose message names the dotted key (`data.val_size`) and what was expected.
+Every section is a strict pydantic model with `extra="forbid"`: an unknown key or a wrong type is a
+`ConfigError` whose message names the dotted key (`data.val_size`) and what was expected. Strict means
+no coercion: a quoted number ("1e-3"), a bool where a number goes, a float where an int goes and inf/NaN
+are all refused (an int is accepted for a float: YAML writes `lr: 1` that way).
 Functions further in receive only the section object they use.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, ValidationError
 
 from cifarbench.errors import ConfigError
 
@@ -22,17 +24,35 @@ CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 
 
-class Section(BaseModel):
-    """Base for every params.yaml section: frozen, unknown keys rejected, no silent coercion of strings."""
+# The sections params.yaml may have; anything else at the top level is a typo (`trackng:`) that would
+# otherwise be ignored silently.
+TOP_LEVEL_KEYS = ("preset", "data", "tracking", "recipe", "architectures", "ablations", "tune", "presets",
+                  "nightly", "executor")
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+# Preset, architecture and ablation names become folder names, DVC stage names and MLflow filter strings
+# (`tags.preset = '<name>'`): no spaces, quotes or slashes, and no leading dot or dash.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+
+# YAML has no tuples: fixed-length pairs (betas, ranges) arrive as lists. Only the container is lax; its
+# items stay strict.
+ListAsTuple = Strict(False)
+
+MAX_SEED = 2**32 - 1  # numpy and scikit-learn refuse larger seeds (random_state must fit in uint32)
+
+
+class Section(BaseModel):
+    """Base for every params.yaml section: frozen, unknown keys rejected, strict types, finite floats."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class DataConfig(Section):
     url: str = Field(CIFAR10_URL, description="https/http/file URL or a local path of cifar-10-python.tar.gz")
     md5: str = Field(CIFAR10_MD5, pattern=r"^[0-9a-fA-F]{32}$", description="md5 of the archive at `url`")
-    val_size: int = Field(5000, ge=10, description="images held out of the 50,000 training images for validation")
-    seed: int = Field(0, description="seed of the stratified validation split")
+    # At most 49,990: leaves at least 10 training images, the smallest train_subset.
+    val_size: int = Field(5000, ge=10, le=49_990, description="images held out of the 50,000 training images for validation")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the stratified validation split")
 
 
 class TrackingConfig(Section):
@@ -55,7 +75,17 @@ def load_params(path: Path | str = PARAMS_FILE) -> dict[str, Any]:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"{path} must hold a mapping of sections (data:, train:, ...), got {type(tree).__name__}")
+    check_top_level(tree)
     return tree
+
+
+def check_top_level(tree: dict[str, Any]) -> None:
+    """Refuse a top-level key outside TOP_LEVEL_KEYS, naming it and the valid ones."""
+    unknown = [str(k) for k in tree if k not in TOP_LEVEL_KEYS]
+    if unknown:
+        raise ConfigError("\n".join(
+            f"params.yaml: {key}: unknown top-level section; remove it or check its spelling "
+            f"(valid: {', '.join(TOP_LEVEL_KEYS)})" for key in unknown))
 
 
 def parse_section(model: type[T], raw: Any, key: str) -> T:
@@ -68,8 +98,27 @@ def parse_section(model: type[T], raw: Any, key: str) -> T:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            where = ".".join([*([key] if key else []), *(str(p) for p in err["loc"])])
-            got = f" (got {err['input']!r})" if err["type"] != "extra_forbidden" else ""
-            what = "unknown key; remove it or check its spelling" if err["type"] == "extra_forbidden" else err["msg"]
-            problems.append(f"params.yaml: {where}: {what}{got}")
+            where = ".".join([*([key] if key else []), *(str(p) for p in err["loc"] if p != "[key]")])
+            problems.append(f"params.yaml: {where}: {describe(err)}")
         raise ConfigError("\n".join(problems)) from None
+
+
+def describe(err: dict) -> str:
+    """One pydantic error as `what (got ...)`, with the fix for the mistakes YAML makes easy."""
+    if err["type"] == "extra_forbidden":
+        return "unknown key; remove it or check its spelling"
+    got, msg = err["input"], err["msg"]
+    if err["type"] == "value_error":  # our validators' messages already quote the value
+        return msg.removeprefix("Value error, ")
+    if err["type"] in ("int_type", "float_type", "bool_type"):
+        if isinstance(got, str):
+            msg += "; write it without quotes"
+        elif isinstance(got, bool):
+            msg += ", not true/false"
+        elif err["type"] == "int_type" and isinstance(got, float):
+            msg += "; write a whole number without a decimal point"
+    elif err["type"] == "finite_number":
+        msg += ", not .inf or .nan"
+    elif err["type"] == "string_pattern_mismatch" and err["ctx"].get("pattern") == NAME_PATTERN:
+        msg = "names may hold only letters, digits, '_', '.' and '-' (they become paths and DVC stage names)"
+    return f"{msg} (got {got!r})"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,3 +34,29 @@ def write_json_atomic(path: Path | str, obj) -> None:
 
 def read_json(path: Path | str):
     return json.loads(Path(path).read_text())
+
+
+def remove_stale_temps(path: Path | str) -> list[Path]:
+    """Remove `atomic_path` temporaries of `path` left by a killed process (its pid no longer runs); returns
+    them. A temporary of a live process (a download running in another shell) is left alone."""
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.tmp.*")
+    removed = []
+    for tmp in path.parent.glob(f".{path.name}.*.tmp*") if path.parent.is_dir() else []:
+        match = pattern.fullmatch(tmp.name)
+        if match and tmp.is_file() and not _alive(int(match.group(1))):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from cifarbench.config import TrackingConfig, parse_section
 from cifarbench.data.commands import PREPARED
+from cifarbench.engine.fast import check_device
 from cifarbench.errors import CifarbenchError
 from cifarbench.execute import Executor, ExecutorConfig, running
 from cifarbench.io import atomic_path, read_json, write_json_atomic
@@ -87,12 +88,20 @@ def cell_key(cell: Cell, data: dict) -> str:
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def checked_cells(plan, tuned: dict | None = None) -> list[Cell]:
+    """Every cell, validated, on devices this machine has: bad params fail here, before any training."""
+    cells = all_cells(plan, tuned)
+    for device in sorted({c.train.device for c in cells}):
+        check_device(device)  # `cuda:99` fails here, not in the first run's worker
+    return cells
+
+
 def train_stage(tree: dict, executor: ExecutorConfig) -> dict:
     """Train and test every cell of the preset that is not already finished under its current key; returns
     {"cells": planned, "trained": newly finished, "runs": runs trained}. Raises naming the failed runs."""
     plan = load_plan(tree)
     tuned = {arch: read_tuned(tuned_path(plan.preset, arch)) for arch in plan.architectures}
-    cells = all_cells(plan, tuned)
+    cells = checked_cells(plan, tuned)
     data = data_identity()
     _remove_stale(plan.preset, cells)
     todo = {}

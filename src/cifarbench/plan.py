@@ -22,31 +22,41 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
-from cifarbench.config import Section, parse_section
+from cifarbench.config import MAX_SEED, Name, Section, describe, parse_section
 from cifarbench.engine import TrainConfig
+from cifarbench.engine.config import MAX_EPOCHS
 from cifarbench.errors import ConfigError
 from cifarbench.models import ModelConfig, model_info
 
 BASELINE = "baseline"
 Tree = dict[str, Any]
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 
 class Budget(Section):
     """What a preset fixes for every architecture."""
 
     about: str = ""
-    seeds: list[int] = Field(min_length=1)
-    train_subset: int | None = Field(None, ge=10, description="first N of the (shuffled) training split; None = all")
-    val_subset: int | None = Field(None, ge=10, description="first N of the validation split, for per-epoch checks")
-    test_subset: int | None = Field(None, ge=10, description="first N test images; None = all 10,000")
-    tune_trials: int = Field(0, ge=0, description="Optuna trials per architecture; 0 = no tuning, recipe lr/wd")
-    tune_epochs: int | None = Field(None, ge=1, description="epochs per trial, at most the architecture's; None = those")
+    seeds: list[Seed] = Field(min_length=1, max_length=100)
+    # Upper bounds: CIFAR-10 has 50,000 training (train + val) and 10,000 test images.
+    train_subset: int | None = Field(None, ge=10, le=50_000, description="first N of the (shuffled) training split; None = all")
+    val_subset: int | None = Field(None, ge=10, le=50_000, description="first N of the validation split, for per-epoch checks")
+    test_subset: int | None = Field(None, ge=10, le=10_000, description="first N test images; None = all 10,000")
+    tune_trials: int = Field(0, ge=0, le=10_000, description="Optuna trials per architecture; 0 = no tuning, recipe lr/wd")
+    tune_epochs: int | None = Field(None, ge=1, le=MAX_EPOCHS, description="epochs per trial, at most the architecture's; None = those")
     model: Tree = {}
     train: Tree = {}
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"seeds must be distinct (a repeated seed repeats the same run), got {v}")
+        return v
 
 
 class Recipe(Section):
@@ -57,7 +67,7 @@ class Recipe(Section):
 class ArchitectureSpec(Section):
     model: Tree = {}
     train: Tree = {}
-    presets: dict[str, Recipe] = {}
+    presets: dict[Name, Recipe] = {}
 
 
 class AblationSpec(Section):
@@ -68,11 +78,11 @@ class AblationSpec(Section):
 
 
 class PlanConfig(Section):
-    preset: str
-    presets: dict[str, Budget]
+    preset: Name
+    presets: dict[Name, Budget]
     recipe: Recipe
-    architectures: dict[str, ArchitectureSpec] = Field(min_length=1)
-    ablations: dict[str, AblationSpec] = Field(min_length=1)
+    architectures: dict[Name, ArchitectureSpec] = Field(min_length=1)
+    ablations: dict[Name, AblationSpec] = Field(min_length=1)
 
 
 @dataclass(frozen=True)
@@ -158,10 +168,9 @@ def _explain(exc: ValidationError, layers: list[tuple[str, Tree]], where: str) -
     section = "model" if exc.title == ModelConfig.__name__ else "train"
     lines = []
     for err in exc.errors():
-        path = [section, *(str(p) for p in err["loc"])]
+        path = [section, *(str(p) for p in err["loc"] if p != "[key]")]
         sources = [name for name, layer in layers if _has_path(layer, path)] or ["(default)"]
-        what = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        lines.append(f"params.yaml: {'.'.join(path)} ({where}, set in {' then '.join(sources)}): {what}")
+        lines.append(f"params.yaml: {'.'.join(path)} ({where}, set in {' then '.join(sources)}): {describe(err)}")
     return "\n".join(lines)
 
 

@@ -53,15 +53,15 @@ from optuna.storages._heartbeat import get_heartbeat_thread  # what Study.optimi
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import AfterValidator, Field, PositiveFloat, field_validator
 
-from cifarbench.config import Section, TrackingConfig, parse_section
+from cifarbench.config import MAX_SEED, ListAsTuple, Section, TrackingConfig, parse_section
 from cifarbench.data import load_split
 from cifarbench.data.commands import PREPARED
 from cifarbench.engine.registry import check_name, lookup
 from cifarbench.errors import CifarbenchError
 from cifarbench.execute import ExecutorConfig, running
 from cifarbench.io import write_json_atomic
-from cifarbench.pipeline import training_code_digest, tuned_path
-from cifarbench.plan import BASELINE, Cell, PlanConfig, all_cells, load_plan, resolve_cell
+from cifarbench.pipeline import checked_cells, training_code_digest, tuned_path
+from cifarbench.plan import BASELINE, Cell, PlanConfig, load_plan, resolve_cell
 from cifarbench.tracking import CURRENT, Tracker, mark_current, provenance
 
 ENV_STORAGE = "CIFARBENCH_OPTUNA_STORAGE"
@@ -76,7 +76,7 @@ def _increasing(bounds: tuple[float, float]) -> tuple[float, float]:
     return bounds
 
 
-LogRange = Annotated[tuple[PositiveFloat, PositiveFloat], AfterValidator(_increasing)]
+LogRange = Annotated[tuple[PositiveFloat, PositiveFloat], ListAsTuple, AfterValidator(_increasing)]
 
 PRUNERS = {
     # Keep the best 1/reduction_factor of trials at epochs min_epochs * reduction_factor^k (Li et al. 2020, ASHA).
@@ -103,7 +103,7 @@ class PrunerConfig(Section):
 
 class TuneConfig(Section):
     storage: str = Field("optuna/studies.journal", min_length=1, description="journal file path or RDB URL")
-    sampler_seed: int = 0
+    sampler_seed: int = Field(0, ge=0, le=MAX_SEED)
     startup_trials: int = Field(4, ge=1, description="random trials before TPE (and the median pruner) use results")
     lr: dict[str, LogRange] = Field(min_length=1, description="log-uniform peak lr range per optimizer name")
     weight_decay: LogRange = (1.0e-6, 1.0e-2)
@@ -425,7 +425,7 @@ def tune_stage(tree: dict, executor: ExecutorConfig, archs: list[str] | None = N
     over the executor; writes each tuned file and returns their contents by architecture."""
     _quiet()
     plan = load_plan(tree)
-    all_cells(plan)  # bad params fail here, before any training
+    checked_cells(plan)  # bad params fail here, before any training
     cfg = parse_section(TuneConfig, tree.get("tune"), "tune")
     url = storage_url(cfg)
     searches = [make_search(plan, cfg, arch, url) for arch in (archs or plan.architectures)]

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cifarbench.data.archive import TEST_BATCH, TRAIN_BATCHES, read_batch, read_class_names, safe_extract
+from cifarbench.data.archive import (BATCH_DIR, META, NOT_CIFAR, TEST_BATCH, TRAIN_BATCHES, read_batch,
+                                     read_class_names, safe_extract)
 from cifarbench.data.download import md5_of
 from cifarbench.errors import DataError
 from cifarbench.io import atomic_path, write_json_atomic
@@ -67,9 +68,13 @@ def prepare_splits(archive: Path, out_dir: Path, *, val_size: int, seed: int) ->
     out_dir = Path(out_dir)
     with tempfile.TemporaryDirectory(prefix="cifar-extract-") as tmp:
         folder = safe_extract(archive, Path(tmp))
-        train_parts = [read_batch(folder / name) for name in TRAIN_BATCHES]
-        test_images, test_labels = read_batch(folder / TEST_BATCH)
-        classes = read_class_names(folder)
+        member = f"{archive}: member {BATCH_DIR}/{{}}".format  # what error messages call each file
+        try:
+            train_parts = [read_batch(folder / name, member(name)) for name in TRAIN_BATCHES]
+            test_images, test_labels = read_batch(folder / TEST_BATCH, member(TEST_BATCH))
+            classes = read_class_names(folder, member(META))
+        except DataError as exc:
+            raise DataError(f"{exc}; {NOT_CIFAR.format(archive=archive)}") from None
     images = np.concatenate([p[0] for p in train_parts])
     labels = np.concatenate([p[1] for p in train_parts])
     train_idx, val_idx = stratified_split(labels, val_size, seed)

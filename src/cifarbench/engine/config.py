@@ -12,12 +12,17 @@ from typing import Annotated
 import torch
 from pydantic import Field, field_validator, model_validator
 
-from cifarbench.config import Section
+from cifarbench.config import ListAsTuple, Section
 from cifarbench.engine.augment import parse_policy
 from cifarbench.engine.optim import OPTIMIZERS, SCHEDULES
 from cifarbench.engine.registry import check_name
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
+
+# Upper bounds that catch typos (`epochs: 1e12`, `lr: 1e3`) before they reach training; no recipe comes near.
+MAX_EPOCHS = 10_000  # the literature recipe trains 200
+MAX_BATCH = 65_536  # images per batch; more than the 50,000 training images gains nothing
+MAX_LR = 10.0  # peak learning rate; recipes use 1e-4 to 0.5
 
 
 def _registered(registry: dict, kind: str):
@@ -31,11 +36,11 @@ class OptimizerConfig(Section):
     decoupled (shrinks the weights directly, Loshchilov & Hutter 2019) for adamw."""
 
     name: str = "momentum"
-    lr: float = Field(gt=0, description="peak learning rate, per batch of `batch_size` (no scaling)")
+    lr: float = Field(gt=0, le=MAX_LR, description="peak learning rate, per batch of `batch_size` (no scaling)")
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd momentum; used by `momentum` only")
     nesterov: bool = Field(True, description="Nesterov momentum; used by `momentum` only")
-    weight_decay: float = Field(0.0, ge=0, description="L2 coefficient (coupled), or decoupled for adamw")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam's (beta1, beta2); adam and adamw only")
+    weight_decay: float = Field(0.0, ge=0, le=1, description="L2 coefficient (coupled), or decoupled for adamw")
+    betas: Annotated[tuple[float, float], ListAsTuple] = Field((0.9, 0.999), description="Adam's (beta1, beta2); adam and adamw only")
     exclude_norm_and_bias_from_decay: bool = Field(
         True, description="no weight decay (and no L1) on biases and normalization-layer parameters"
     )
@@ -60,10 +65,10 @@ class ScheduleConfig(Section):
 
     name: str = "none"
     warmup_epochs: float = Field(0.0, ge=0, description="linear warmup length in epochs")
-    step_size: float = Field(10.0, gt=0, description="`step`: multiply lr by gamma every step_size epochs")
-    milestones: tuple[Fraction, ...] = Field((0.5, 0.75), description="`multistep`: fractions of the run")
+    step_size: float = Field(10.0, gt=0, le=MAX_EPOCHS, description="`step`: multiply lr by gamma every step_size epochs")
+    milestones: Annotated[tuple[Fraction, ...], ListAsTuple] = Field((0.5, 0.75), description="`multistep`: fractions of the run")
     gamma: float = Field(0.1, gt=0, le=1, description="`step`/`multistep` decay factor")
-    plateau_patience: int = Field(2, ge=0, description="`plateau`: epochs without val-loss improvement")
+    plateau_patience: int = Field(2, ge=0, le=MAX_EPOCHS, description="`plateau`: epochs without val-loss improvement")
     plateau_factor: float = Field(0.2, gt=0, lt=1, description="`plateau`: lr multiplier on a plateau")
     peak_fraction: Fraction = Field(0.25, description="`onecycle`: where the linear ramp up peaks")
 
@@ -83,9 +88,9 @@ class AugmentConfig(Section):
     policy: str = "none"
     crop_padding: int = Field(4, ge=0, le=16, description="`crop`: zero padding in pixels on each side")
     rotate_degrees: float = Field(15.0, ge=0, le=180, description="`rotate`: angle uniform in ±degrees")
-    scale_range: tuple[float, float] = Field((0.8, 1.2), description="`scale`: zoom uniform in [lo, hi]")
+    scale_range: Annotated[tuple[float, float], ListAsTuple] = Field((0.8, 1.2), description="`scale`: zoom uniform in [lo, hi]")
     noise_std: float = Field(
-        0.05, ge=0, description="`noise`: Gaussian std in units of the [0, 1] pixel range (0.05 = 12.75/255)"
+        0.05, ge=0, le=1, description="`noise`: Gaussian std in units of the [0, 1] pixel range (0.05 = 12.75/255)"
     )
     vflip: bool = Field(False, description="`flip`: also flip vertically (independently, p=0.5)")
 
@@ -108,18 +113,18 @@ class EarlyStopConfig(Section):
     then holds the best-validation weights (restored whenever early stopping is enabled)."""
 
     enabled: bool = False
-    patience: int = Field(5, ge=1, description="epochs without improvement before stopping")
-    min_delta: float = Field(0.0, ge=0, description="smallest val-accuracy gain (0-1 scale) that counts")
+    patience: int = Field(5, ge=1, le=MAX_EPOCHS, description="epochs without improvement before stopping")
+    min_delta: float = Field(0.0, ge=0, le=1, description="smallest val-accuracy gain (0-1 scale) that counts")
 
 
 class TrainConfig(Section):
-    epochs: int = Field(ge=1)
-    batch_size: int = Field(128, ge=1, description="training batch; the last partial batch of an epoch is dropped")
-    eval_batch_size: int = Field(512, ge=1)
+    epochs: int = Field(ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH, description="training batch; the last partial batch of an epoch is dropped")
+    eval_batch_size: int = Field(512, ge=1, le=MAX_BATCH)
     optimizer: OptimizerConfig
     schedule: ScheduleConfig = ScheduleConfig()
     augment: AugmentConfig = AugmentConfig()
-    l1: float = Field(0.0, ge=0, description="λ of λ·Σ|w| added to the loss, over the weight-decayed params")
+    l1: float = Field(0.0, ge=0, le=1, description="λ of λ·Σ|w| added to the loss, over the weight-decayed params")
     early_stop: EarlyStopConfig = EarlyStopConfig()
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     fast: bool = Field(True, description="autocast (bf16/fp16) and channels_last where they help; off = exact fp32")

@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from cifarbench.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class FastPaths:
@@ -45,8 +47,27 @@ class FastPaths:
 
 def resolve_device(name: str = "auto") -> torch.device:
     if name != "auto":
+        check_device(name)
         return torch.device(name)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def check_device(name: str) -> None:
+    """Refuse a device this machine lacks (`cuda:99`, `mps` off a Mac) before any training starts.
+
+    Called by the plan stage, not by config validation: a report built on a laptop still reads a GPU run's
+    config."""
+    if name == "auto":
+        return
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            valid = f"cuda:0 .. cuda:{count - 1}" if count else "none here"
+            raise ConfigError(f"params.yaml: train.device: {name!r} is not available: this machine has {count} CUDA "
+                              f"device(s) ({valid}); set train.device to auto or cpu")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"params.yaml: train.device: {name!r} is not available on this machine; set it to auto or cpu")
 
 
 def cpu_has_native_bf16() -> bool:

@@ -108,7 +108,8 @@ class ModelConfig(Section):
     """The `model` part of a params.yaml section."""
 
     name: str = Field(description="a registered architecture, see `cifarbench models`")
-    width: float = Field(1.0, gt=0, description="channel multiplier; 1 = the paper's model")
+    # At most 64: wider than 64x the paper's model is a typo, not a benchmark (billions of parameters).
+    width: float = Field(1.0, gt=0, le=64, description="channel multiplier; 1 = the paper's model")
     batch_norm: bool | None = Field(None, description="null = the family's default")
     dropout: float | None = Field(None, ge=0, lt=1, description="probability of dropping; null = family default")
     stem_stride: Literal[1, 2] = Field(1, description="2 = stride-2 first conv (googlenet, densenet): 4x fewer FLOPs")

@@ -13,6 +13,7 @@ import argparse
 import hashlib
 import os
 import shutil
+import urllib.parse
 import webbrowser
 from pathlib import Path
 
@@ -46,9 +47,20 @@ def gather(tree: dict) -> Inputs:
         provenance={
             "git commit of this report": here["git_commit"] + (" (dirty work tree)" if here["git_dirty"] == "true" else ""),
             "dvc.lock sha256 (first 16)": _digest(DVC_LOCK),
-            "MLflow store / experiment": f"{uri} / {tracking.experiment}",
+            "MLflow store / experiment": f"{hide_password(uri)} / {tracking.experiment}",
         },
     )  # fmt: skip
+
+
+def hide_password(uri: str) -> str:
+    """`uri` with the password of its user info replaced by ***, for text others read (the report is
+    committed): postgresql://user:secret@host/db -> postgresql://user:***@host/db."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password is None:
+        return uri
+    user_info, _, host = parts.netloc.rpartition("@")
+    user = user_info.split(":", 1)[0]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def _read_tuned(preset: str, arch: str) -> dict | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -60,27 +61,50 @@ def _blank(value) -> bool:
     return value is None or (isinstance(value, float) and value != value)
 
 
+# Text from runs and params.yaml (run names, tags, ablation descriptions) must stay text in Markdown:
+# no raw HTML (<script>), no code spans (`), no math ($), no table cell breaks (|), no new blocks (newlines;
+# in a paragraph or bullet also a leading #, =, +, -, * or "1."). `*`, `_` and `[]` inside text are left
+# alone: the report's own cells use them ("[lo, hi]*"), and emphasis or a bracket in a name runs nothing.
+_MD_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "`": "\\`", "$": "\\$", "|": "\\|", "\\": "\\\\"}
+_MD_SPECIAL = re.compile(r"[&<>`$|\\]")
+_MD_BLOCK_START = re.compile(r"^([#=+*-])|^(\d+)([.)])")
+
+
+def md_inline(value) -> str:
+    """`value` as inert Markdown text on one line (a table cell, a heading)."""
+    return _MD_SPECIAL.sub(lambda m: _MD_ESCAPES[m.group()], " ".join(str(value).split()))
+
+
+def md_block(value) -> str:
+    """`value` as an inert Markdown paragraph or bullet item: also no leading block marker."""
+    return _MD_BLOCK_START.sub(lambda m: f"\\{m[1]}" if m[1] else f"{m[2]}\\{m[3]}", md_inline(value))
+
+
 def to_markdown(doc: Document) -> str:
-    lines = [f"# {doc.title}", "", *(f"{p}\n" for p in doc.intro), "## Contents", ""]
-    lines += [f"- [{s.title}](#{s.anchor})" for s in doc.sections] + [""]
+    e, b = md_inline, md_block
+    lines = [f"# {e(doc.title)}", "", *(f"{b(p)}\n" for p in doc.intro), "## Contents", ""]
+    lines += [f"- [{e(s.title)}](#{s.anchor})" for s in doc.sections] + [""]
     for section in doc.sections:
-        lines += [f'<a id="{section.anchor}"></a>', "", f"## {section.title}", "", f"*{section.guide}*", ""]
+        lines += [f'<a id="{section.anchor}"></a>', "", f"## {e(section.title)}", "", f"*{e(section.guide)}*", ""]
         for block in section.blocks:
             if isinstance(block, Table):
                 lines += [_markdown_table(block.frame), ""]
             elif isinstance(block, Image):
-                lines += [f"![{block.alt}](figures/{block.name})", ""]
+                lines += [f"![{e(block.alt)}](figures/{block.name})", ""]
             elif isinstance(block, Bullets):
-                lines += [f"- {item}" for item in block.items] + [""]
+                lines += [f"- {b(item)}" for item in block.items] + [""]
             else:
-                lines += [block, ""]
+                lines += [b(block), ""]
     return "\n".join(lines)
 
 
 def _markdown_table(frame: pd.DataFrame) -> str:
     """Cells as written (no re-parsing of "+1.50" into 1.5); numeric-looking columns right-aligned."""
     align = ["left"] + ["right" if frame[c].map(_numeric).all() else "left" for c in frame.columns]
-    return frame.to_markdown(disable_numparse=True, colalign=align)
+    shown = frame.map(md_inline)
+    shown.index = frame.index.map(md_inline).rename(md_inline(frame.index.name or ""))
+    shown.columns = [md_inline(c) for c in frame.columns]
+    return shown.to_markdown(disable_numparse=True, colalign=align)
 
 
 def _numeric(value) -> bool:

@@ -1,0 +1,82 @@
+"""Probes: what the report prints from outside (the tracking URI, run names, tags, ablation descriptions)
+can neither leak a password nor inject HTML or Markdown.
+
+Setup: report pieces built from plain frames and strings, rendered by the real renderers (no MLflow).
+Required outcome: the password never appears; `<script>` appears only as the report's own one script;
+every Markdown table keeps its rows and columns; hostile text stays one inert line.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import pytest
+
+from cifarbench.report.build import hide_password
+from cifarbench.report.render import Bullets, Document, Section, Table, to_html, to_markdown
+from cifarbench.report.sections import Inputs, provenance_section
+
+pytestmark = pytest.mark.faults
+
+HOSTILE = "<script>alert('x')</script> | a $x$ `rm` & \n# heading\n- item"
+
+
+@pytest.mark.parametrize("uri, shown", [
+    ("postgresql://bench:s3cret@db.example:5432/mlflow", "postgresql://bench:***@db.example:5432/mlflow"),
+    ("postgresql+psycopg2://bench:p%40ss@db/mlflow", "postgresql+psycopg2://bench:***@db/mlflow"),
+    ("https://alice:s3cret@mlflow.example/", "https://alice:***@mlflow.example/"),
+    ("sqlite:////work/mlflow.db", "sqlite:////work/mlflow.db"),
+    ("http://mlflow.example:5000", "http://mlflow.example:5000"),
+])
+def test_tracking_uri_is_shown_without_its_password(uri, shown):
+    assert hide_password(uri) == shown
+
+
+def inputs(runs: pd.DataFrame, left_out: pd.DataFrame, store: str) -> Inputs:
+    empty = pd.DataFrame()
+    return Inputs(preset="smoke", archs=[], ablations=[], expected=empty, runs=runs, left_out=left_out,
+                  histories=empty, studies=empty, tuned={}, provenance={"MLflow store / experiment": store})
+
+
+def rendered(section: Section) -> tuple[str, str]:
+    doc = Document("report", ["intro"], [section])
+    return to_markdown(doc), to_html(doc)
+
+
+def test_provenance_hides_the_password_and_escapes_tags_and_run_names():
+    uri = "postgresql://bench:s3cret@db.example/mlflow"
+    runs = pd.DataFrame({"tags.git_commit": [HOSTILE], "tags.host_cpu": ["x86|64\nrow"]})
+    left_out = pd.DataFrame({"run_name": [HOSTILE, "lenet5/flip/seed0"]})
+    md, page = rendered(provenance_section(inputs(runs, left_out, f"{hide_password(uri)} / cifarbench")))
+    for text in (md, page):
+        assert "s3cret" not in text and "bench:***@db.example" in text
+    assert_inert(md, page)
+
+
+def assert_inert(md: str, page: str) -> None:
+    assert "<script>" not in md and "&lt;script&gt;" in md
+    assert page.count("<script>") == 1  # the report's own (images-loaded flag), nothing from the runs
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
+    assert not re.search(r"^#+ heading|^- item|(?<!\\)`rm|(?<!\\)\$x", md, flags=re.M)
+
+
+def table_shape(md: str) -> list[int]:
+    """Cells per row of every pipe table (unescaped pipes only)."""
+    return [len(re.split(r"(?<!\\)\|", line)) - 2 for line in md.splitlines() if line.startswith("|")]
+
+
+def test_hostile_cells_keep_the_markdown_table_whole():
+    frame = pd.DataFrame({"value": [HOSTILE, "ok"], "n": ["1", "2"]},
+                         index=pd.Index(["a|b", "c\nd"], name="run"))
+    md, page = rendered(Section("t", "title", "guide", [Table(frame)]))
+    shape = table_shape(md)
+    assert len(shape) == 4 and set(shape) == {3}  # header, rule, two rows; three columns each
+    assert_inert(md, page)
+
+
+def test_ablation_descriptions_and_run_names_in_bullets_and_paragraphs_stay_text():
+    about = f"no_l2: {HOSTILE}"
+    md, page = rendered(Section("s", "2. Ablation matrix", "guide", [HOSTILE, Bullets([about, "1. not a list"])]))
+    assert "- no_l2: &lt;script&gt;" in md and "- 1\\. not a list" in md
+    assert_inert(md, page)
