@@ -38,6 +38,21 @@ def tracking_uri(cfg: TrackingConfig) -> str:
     return uri
 
 
+def ensure_experiment(uri: str, name: str, home: Path) -> None:
+    """Create experiment `name` in a local store (SQLite, file) unless it exists, its artifacts under
+    `home`/mlruns. MLflow would put them under ./mlruns of whichever process creates the experiment first,
+    and every later run's artifacts follow: for `cifarbench nightly`, a worktree rebuilt at will."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    if uri.split(":", 1)[0] in ("http", "https", "databricks", "postgresql", "mysql"):
+        return  # a server or a shared database has its own artifact root
+    client = mlflow.MlflowClient(uri)
+    if client.get_experiment_by_name(name) is None:
+        with contextlib.suppress(MlflowException):  # created meanwhile by another process: as good
+            client.create_experiment(name, artifact_location=(home / "mlruns" / name).resolve().as_uri())
+
+
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in tree.items():
