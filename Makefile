@@ -14,7 +14,8 @@ $(VENV)/.installed: pyproject.toml
 repro: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
-# The report tests open the HTML in headless Chromium (Debian's package; needs root or sudo).
+# The report tests open the HTML in headless Chromium: installed with apt where missing and root or sudo allow;
+# elsewhere install_browser.sh says so and those tests are skipped.
 test: setup
 	bash tests/install_browser.sh
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest

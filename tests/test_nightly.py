@@ -1,12 +1,9 @@
-"""The nightly job without a pipeline: the comparison rules, the files, the report, the preset override
-and the workflow file. The two-night pipeline test is tests/test_nightly_pipeline.py."""
+"""The nightly job without a pipeline: the comparison rules, the files, the report, the preset switch,
+the shared stores and the workflow files. The two-night pipeline test is tests/test_nightly_pipeline.py."""
 
 from __future__ import annotations
 
 import math
-import signal
-import subprocess
-import sys
 from datetime import datetime, timezone
 
 import pandas as pd
@@ -16,7 +13,7 @@ import yaml
 from cifarbench.errors import ConfigError
 from cifarbench.nightly.compare import SUMMARY, compare, sigma, summarize
 from cifarbench.nightly.config import NightlyConfig
-from cifarbench.nightly.override import preset_override, with_preset
+from cifarbench.nightly.worktree import shared_uri, with_preset
 from cifarbench.nightly.report import write_report
 from cifarbench.nightly.store import append_history, cells_of, night, read_baseline, read_history
 from project import ROOT
@@ -136,42 +133,29 @@ def test_config_defaults_and_params_yaml_section():
         NightlyConfig.model_validate({"flor": 0.1})
 
 
-def test_preset_override_changes_one_value_and_restores_both_files(tmp_path):
-    params, lock = tmp_path / "params.yaml", tmp_path / "dvc.lock"
+def test_with_preset_changes_the_top_level_value_only():
     text = "# top\npreset: default   # smoke | default\ndata:\n  preset: keep\n"
-    params.write_text(text)
     assert with_preset(text, "nightly") == text.replace("preset: default", "preset: nightly", 1)
     with pytest.raises(ConfigError, match="preset"):
         with_preset("data: {}\n", "nightly")
-    lock.write_text("old lock\n")
-    with preset_override("nightly", params, lock):
-        assert yaml.safe_load(params.read_text())["preset"] == "nightly"
-        lock.write_text("nightly lock\n")
-    assert params.read_text() == text and lock.read_text() == "old lock\n"
-    lock.unlink()
-    with pytest.raises(RuntimeError), preset_override("nightly", params, lock):
-        lock.write_text("new\n")
-        raise RuntimeError
-    assert params.read_text() == text and not lock.exists()
 
 
-def test_preset_override_restores_on_sigterm(tmp_path):
-    params = tmp_path / "params.yaml"
-    params.write_text("preset: default\n")
-    child = (
-        "import os, signal, sys, time\n"
-        "from pathlib import Path\n"
-        "from cifarbench.nightly.override import preset_override\n"
-        f"p = Path({str(params)!r})\n"
-        "with preset_override('nightly', p, p.with_name('dvc.lock')):\n"
-        "    print(p.read_text(), flush=True)\n"
-        "    time.sleep(60)\n"
-    )  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "preset: nightly"
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
-    assert params.read_text() == "preset: default\n"
+def test_the_worktree_shares_the_users_stores_by_absolute_path(tmp_path):
+    assert shared_uri("sqlite:///mlflow.db", tmp_path) == f"sqlite:///{tmp_path}/mlflow.db"
+    assert shared_uri("optuna/studies.journal", tmp_path) == str(tmp_path / "optuna/studies.journal")
+    for uri in ("sqlite:////abs/m.db", "/abs/studies.journal", "http://host:5000", "postgresql://u:p@h/db"):
+        assert shared_uri(uri, tmp_path) == uri
+
+
+def test_ci_runs_the_readme_test_command_on_pushes_and_pull_requests():
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())
+    triggers = workflow.get("on", workflow.get(True))  # YAML 1.1 reads a bare `on` key as True
+    assert "push" in triggers and "pull_request" in triggers
+    job = workflow["jobs"]["test"]
+    assert job["runs-on"] == "ubuntu-latest" and "timeout-minutes" in job
+    steps = job["steps"]
+    assert [s["with"]["python-version"] for s in steps if "setup-python" in s.get("uses", "")] == ["3.11"]
+    assert steps[-1]["run"] == "make test" and "    make test\n" in (ROOT / "README.md").read_text()
 
 
 def test_workflow_runs_the_tested_command_on_a_schedule_one_at_a_time():

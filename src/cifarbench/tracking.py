@@ -121,7 +121,7 @@ class Tracker:
         experiment = client.get_experiment_by_name(cfg.experiment)
         if experiment is None:
             try:
-                return cls(uri, cfg.experiment, client.create_experiment(cfg.experiment))
+                return cls(uri, cfg.experiment, client.create_experiment(cfg.experiment, _artifacts_beside(uri)))
             except Exception:  # another process created it meanwhile
                 experiment = client.get_experiment_by_name(cfg.experiment)
         return cls(uri, cfg.experiment, experiment.experiment_id)
@@ -169,6 +169,14 @@ class Tracker:
             with contextlib.suppress(Exception):  # a run deleted meanwhile, or a server gone: nothing to end
                 if client.get_run(run_id).info.status == "RUNNING":
                     client.set_terminated(run_id, "KILLED")
+
+
+def _artifacts_beside(uri: str) -> str | None:
+    """A local SQLite store's artifacts in `mlruns/` beside it. MLflow's default is ./mlruns of whichever
+    process creates the experiment first, and every later run's artifacts follow (for the nightly's
+    worktree, a folder rebuilt at will). A server or a shared database keeps its own artifact root."""
+    prefix = "sqlite:///"
+    return (Path(uri[len(prefix):]).parent / "mlruns").as_uri() if uri.startswith(prefix) else None
 
 
 def create_sqlite_store(uri: str) -> None:

@@ -5,6 +5,7 @@ night, write the report. Exit status: 0 nothing regressed (or a baseline was pro
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -27,28 +28,49 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cifarbench.nightly.override import reproduce
-
     tree = load_params(args.params)
     cfg = parse_section(NightlyConfig, tree.get("nightly"), "nightly")
     cells = applicable_cells(tree, args.preset)
-    pipeline_ok = args.no_run or reproduce(args.preset, args.params) == 0
-    tonight = night(summarize(tonight_runs(tree, args.preset), cells), preset=args.preset,
-                    commit=_git_commit(), date=datetime.now(timezone.utc))
-    baseline = read_baseline(cfg.baseline)
-    if baseline and baseline["preset"] != args.preset and not args.update_baseline:
-        raise ConfigError(f"{cfg.baseline} holds preset {baseline['preset']!r}, tonight is {args.preset!r}: "
-                          "promote a night of this preset with --update-baseline, or set nightly.baseline")
-    comparable = baseline if baseline and baseline["preset"] == args.preset else None
-    comparison = compare(cells_of(tonight), cells_of(comparable) if comparable else cells_of({"cells": []}), cfg)
+    # The stored files are read before the pipeline: a bad one is reported now, not after a night of training.
+    baseline = comparable_baseline(cfg, args.preset, args.update_baseline)
+    uri = shared_tracking_uri(tree, args.params)
+    pipeline_ok = args.no_run or _reproduce(args, tree, uri) == 0
+    tonight = night(summarize(tonight_runs(uri, tree, args.preset), cells), preset=args.preset,
+                    commit=_git_commit(args.params), date=datetime.now(timezone.utc))
+    comparison = compare(cells_of(tonight), cells_of(baseline or {"cells": []}), cfg)
     verdicts = {"failed": comparison.failed, "pipeline_ok": pipeline_ok, "regressed": comparison.regressed_names(),
                 **{v: comparison.count("accuracy", v) for v in ("regressed", "improved", "diverged", "missing")}}
     append_history(cfg.history, tonight, verdicts)
     from cifarbench.nightly.report import write_report
 
-    write_report(cfg.report, comparison, tonight, comparable, read_history(cfg.history, args.preset), cfg, pipeline_ok)
+    write_report(cfg.report, comparison, tonight, baseline, read_history(cfg.history, args.preset), cfg, pipeline_ok)
     print(f"cifarbench nightly: report in {cfg.report}")
     return _conclude(args, cfg, tonight, comparison, pipeline_ok)
+
+
+def comparable_baseline(cfg: NightlyConfig, preset: str, replacing: bool) -> dict | None:
+    """The baseline tonight is compared with; None if there is none of `preset`. When tonight replaces
+    it (--update-baseline), one that cannot be read or holds another preset is only reported."""
+    try:
+        baseline = read_baseline(cfg.baseline)
+    except CifarbenchError as exc:
+        if not replacing:
+            raise
+        print(f"cifarbench nightly: {exc}; replacing it tonight", file=sys.stderr)
+        return None
+    if baseline and baseline["preset"] != preset:
+        if not replacing:
+            raise ConfigError(f"{cfg.baseline} holds preset {baseline['preset']!r}, tonight is {preset!r}: "
+                              "promote a night of this preset with --update-baseline, or set nightly.baseline")
+        return None
+    return baseline
+
+
+def _reproduce(args: argparse.Namespace, tree: dict, uri: str) -> int:
+    from cifarbench.nightly.worktree import reproduce
+
+    del uri  # the stages in the worktree open the shared store themselves (cifarbench.tracking.Tracker)
+    return reproduce(args.preset, tree, args.params)
 
 
 def _conclude(args, cfg: NightlyConfig, tonight: dict, comparison, pipeline_ok: bool) -> int:
@@ -73,14 +95,22 @@ def applicable_cells(tree: dict, preset: str) -> list[tuple[str, str]]:
     return [(c.arch, c.ablation) for c in all_cells(plan) if not c.not_applicable]
 
 
-def tonight_runs(tree: dict, preset: str):
-    from cifarbench.report.runs import load_runs
-    from cifarbench.tracking import tracking_uri
+def shared_tracking_uri(tree: dict, params: Path) -> str:
+    """The MLflow store the nightly's pipeline writes to and the comparison reads from: the user's, a
+    relative SQLite path taken from params.yaml's folder."""
+    from cifarbench.nightly.worktree import shared_uri
 
     tracking = parse_section(TrackingConfig, tree.get("tracking"), "tracking")
-    return load_runs(tracking_uri(tracking), tracking.experiment, preset)
+    return shared_uri(os.environ.get("MLFLOW_TRACKING_URI") or tracking.uri, params.resolve().parent)
 
 
-def _git_commit() -> str:
-    found = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
+def tonight_runs(uri: str, tree: dict, preset: str):
+    from cifarbench.report.runs import load_runs
+
+    tracking = parse_section(TrackingConfig, tree.get("tracking"), "tracking")
+    return load_runs(uri, tracking.experiment, preset)
+
+
+def _git_commit(params: Path) -> str:
+    found = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=params.resolve().parent)
     return found.stdout.strip() if found.returncode == 0 else "unknown"

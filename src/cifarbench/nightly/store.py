@@ -9,6 +9,7 @@ Dates are UTC; file names sort in time order. Written atomically (cifarbench.io)
 from __future__ import annotations
 
 import math
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -31,16 +32,16 @@ def cells_of(summary: dict) -> pd.DataFrame:
 
 
 def read_baseline(path: Path | str) -> dict | None:
-    """The baseline's summary, or None before the first `--update-baseline`."""
+    """The baseline's summary, or None before the first `--update-baseline`. A baseline that cannot be read
+    is an error: it is what the night is gated on."""
     path = Path(path)
     if not path.is_file():
         return None
     try:
-        summary = read_json(path)
-        cells_of(summary)
-        return summary
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CifarbenchError(f"{path} is not a nightly baseline ({exc}); promote a night with --update-baseline") from None
+        return _summary(path)
+    except ValueError as exc:
+        raise CifarbenchError(f"{path} is not a nightly baseline ({exc}): restore it from git "
+                              f"(`git checkout -- {path}`) or promote a night with --update-baseline") from None
 
 
 def write_baseline(path: Path | str, summary: dict) -> None:
@@ -55,13 +56,37 @@ def append_history(folder: Path | str, summary: dict, verdicts: dict) -> Path:
 
 
 def read_history(folder: Path | str, preset: str) -> pd.DataFrame:
-    """Every night of `preset`, one row per (night, cell): date, commit and the SUMMARY columns."""
+    """Every night of `preset`, one row per (night, cell): date, commit and the SUMMARY columns. A night that
+    cannot be read (a truncated copy, a hand edit) is left out with a warning naming it: it only feeds the
+    trend plot, and one bad file must not stop tonight's comparison."""
     frames = []
     for path in sorted(Path(folder).glob("*.json")):
-        summary = read_json(path)
-        if summary.get("preset") == preset:
+        try:
+            summary = _summary(path)
+        except ValueError as exc:
+            print(f"cifarbench nightly: warning: skipping {path}, not a nightly summary ({exc}); delete it or "
+                  "restore it from where the history is kept", file=sys.stderr)
+            continue
+        if summary["preset"] == preset:
             cells = cells_of(summary)
             frames.append(cells.assign(date=pd.Timestamp(summary["date"]), commit=summary["commit"]))
     if not frames:
         return pd.DataFrame(columns=["date", "commit", *SUMMARY])
     return pd.concat(frames, ignore_index=True)
+
+
+def _summary(path: Path) -> dict:
+    """A night's summary from `path`; ValueError (saying what is wrong) unless it has every key and cell."""
+    try:
+        summary = read_json(path)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError: a cut or garbled file
+        raise ValueError(f"unreadable JSON: {exc}") from None
+    missing = [k for k in ("preset", "commit", "date", "cells") if not isinstance(summary, dict) or k not in summary]
+    if missing:
+        raise ValueError(f"missing {', '.join(missing)}")
+    try:
+        cells_of(summary)
+        pd.Timestamp(summary["date"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"bad cells or date: {exc}") from None
+    return summary
