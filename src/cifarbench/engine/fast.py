@@ -55,7 +55,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 def check_device(name: str) -> None:
     """Refuse a device this machine lacks (`cuda:99`, `mps` off a Mac) before any training starts.
 
-    Called by the plan stage, not by config validation: a report built on a laptop still reads a GPU run's
+    Called by the tune and train stages, not by config validation: a report built on a laptop still reads a GPU run's
     config."""
     if name == "auto":
         return
