@@ -89,11 +89,28 @@ def test_early_stopping_rule():
     assert (stopper.best, stopper.best_epoch) == (0.7, 5)
 
 
+def test_early_stopping_cannot_fire_before_its_start():
+    model = tiny_model()
+    stopper = EarlyStopping(patience=1, min_delta=0.0, start_epoch=4)
+    stops = [stopper.update(epoch, acc, model) for epoch, acc in enumerate([0.5, 0.4, 0.4, 0.4, 0.4, 0.6], 1)]
+    assert stops == [False, False, False, False, True, False]  # plateau from epoch 2, a stop only after epoch 4
+    assert stopper.best_epoch == 6
+
+
+def test_a_fit_stops_early_only_past_start_fraction_of_its_epochs():
+    cfg = train_config(epochs=12, early_stop={"enabled": True, "patience": 1, "start_fraction": 0.5},
+                       optimizer={"name": "sgd", "lr": 0.05})
+    result = fit(tiny_model(), make_split(200, random_labels=True), make_split(200, seed=1, random_labels=True), cfg,
+                 seed=0)
+    assert result.stopped_epoch > 6  # random labels plateau at once: without the rule it stopped at epoch 2
+
+
 def test_early_stopping_stops_on_a_plateau_and_restores_best_weights():
     snapshots = {}
     model = tiny_model()
     record = lambda r: snapshots.__setitem__(r.epoch, {k: v.clone() for k, v in model.state_dict().items()})  # noqa: E731
-    cfg = train_config(epochs=40, early_stop={"enabled": True, "patience": 2}, optimizer={"name": "sgd", "lr": 0.05})
+    cfg = train_config(epochs=40, early_stop={"enabled": True, "patience": 2, "start_fraction": 0.0},
+                       optimizer={"name": "sgd", "lr": 0.05})
     result = fit(model, make_split(200, random_labels=True), make_split(200, seed=1, random_labels=True), cfg, seed=0, on_epoch=record)
     assert result.status == "early_stopped" and result.stopped_epoch < 40
     assert result.stopped_epoch - result.best_epoch == 2 and len(result.history) == result.stopped_epoch

@@ -42,6 +42,7 @@ ABLATIONS = ["baseline", "no_reg", "no_bn", "flip"]
 SEEDS = [0, 1]
 NOT_APPLICABLE = {("lenet5", "no_bn"), ("lstm", "no_bn"), ("lstm", "flip")}
 RUNS = (len(ARCHS) * len(ABLATIONS) - len(NOT_APPLICABLE)) * len(SEEDS)
+TECHNIQUES = {"no_reg": "all regularization", "no_bn": "batch norm", "flip": "flip"}  # params.yaml `buys`
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -134,13 +135,14 @@ def test_every_table_has_a_row_per_architecture_and_numbers_equal_mlflow(report_
     metrics = json.loads((report_project.path / "reports" / "metrics.json").read_text())
 
     board = as_frame(tables["1. Leaderboard: baselines"][0])
-    matrix = as_frame(tables["2. Ablation matrix"][0])
+    bought = as_frame(tables["2. What each technique buys"][0])
+    matrix = as_frame(tables["2. What each technique buys"][1])  # the raw table: each ablation minus baseline
     ended = as_frame(tables["4. Learning curves"][0])
     assert set(board) == set(ARCHS) and list(matrix) == ARCHS and list(ended) == ARCHS
     assert list(matrix["lenet5"]) == ABLATIONS and list(ended["lenet5"]) == ABLATIONS
     for heading in ("5. Accuracy vs cost", "6. Tuning"):
         assert list(as_frame(tables[heading][0])) == ARCHS, heading
-    assert set(as_frame(tables["3. Regularization and augmentation effects"][0])) == set(ABLATIONS) - {"baseline"}
+    assert set(as_frame(tables["3. What each technique buys, over architectures"][0])) == set(TECHNIQUES.values())
 
     for arch in ARCHS:
         base = np.array([acc[(arch, "baseline", s)] for s in SEEDS])
@@ -152,25 +154,34 @@ def test_every_table_has_a_row_per_architecture_and_numbers_equal_mlflow(report_
         assert board[arch]["params"] == f"{params:,.0f}"
         applicable = [b for b in ABLATIONS[1:] if (arch, b) not in NOT_APPLICABLE]
         deltas = {b: np.array([acc[(arch, b, s)] - acc[(arch, "baseline", s)] for s in SEEDS]) for b in applicable}
-        pooled = [d for d in deltas.values() if np.any(d != 0)]  # seed noise pooled over the arch's ablations
-        df = sum(len(d) - 1 for d in pooled)
-        sd = math.sqrt(sum(((d - d.mean()) ** 2).sum() for d in pooled) / df)
-        assert f"{arch}: {100 * sd:.2f} points (df {df})" in text
         for ablation in ABLATIONS[1:]:
             if (arch, ablation) in NOT_APPLICABLE:
                 assert matrix[arch][ablation] == "n/a" and ended[arch][ablation] == "n/a"
                 continue
-            d = deltas[ablation]
-            half = stats.t.ppf(0.975, df) * sd / math.sqrt(len(d))
-            lo, hi = d.mean() - half, d.mean() + half
-            star = "*" if lo > 0 or hi < 0 else ""
-            assert matrix[arch][ablation] == f"{100 * d.mean():+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]{star} (n=2)"
+            assert matrix[arch][ablation] == shown_delta(deltas[ablation], deltas.values())
             assert ended[arch][ablation] == "2, 2 / 2"
-    for ablation in ("no_reg", "flip"):
-        mean = np.mean([np.mean([acc[(a, ablation, s)] - acc[(a, "baseline", s)] for s in SEEDS])
-                        for a in ARCHS if (a, ablation) not in NOT_APPLICABLE])
-        assert metrics["mean_delta"][ablation] == pytest.approx(mean, abs=1e-12)
-    assert metrics["mean_delta"]["no_bn"] is None
+        # What all regularization buys = baseline - no_reg; batch norm has a cell the plan skips (n/a), flip is
+        # flip - aug_none, and aug_none is not an ablation of this trimmed plan.
+        gain = -deltas["no_reg"]
+        assert bought[arch][TECHNIQUES["no_reg"]] == shown_delta(gain, [gain])
+        assert bought[arch][TECHNIQUES["no_bn"]] == "n/a" and bought[arch][TECHNIQUES["flip"]] == "not planned"
+        if gain[0] != gain[1]:
+            assert f"{arch}: {100 * abs(gain[0] - gain[1]) / math.sqrt(2):.2f} points (df 1)" in text
+    regularization = np.mean([np.mean([acc[(a, "baseline", s)] - acc[(a, "no_reg", s)] for s in SEEDS]) for a in ARCHS])
+    assert metrics["mean_gain"]["all regularization"] == pytest.approx(regularization, abs=1e-12)
+    assert metrics["mean_gain"]["batch norm"] is None and metrics["mean_gain"]["flip"] is None
+
+
+def shown_delta(d: np.ndarray, pool) -> str:
+    """A matrix cell as the report prints it: mean [95% interval from the pooled seed noise]* (n)."""
+    pooled = [x for x in pool if np.any(x != 0)]
+    df = sum(len(x) - 1 for x in pooled)
+    if df == 0:  # every comparison equal on every seed (a net still at chance): no noise to pool, no interval
+        return f"{100 * d.mean():+.2f} (n=2)"
+    sd = math.sqrt(sum(((x - x.mean()) ** 2).sum() for x in pooled) / df)
+    half = stats.t.ppf(0.975, df) * sd / math.sqrt(len(d))
+    lo, hi = d.mean() - half, d.mean() + half
+    return f"{100 * d.mean():+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]{'*' if lo > 0 or hi < 0 else ''} (n=2)"
 
 
 def test_tuning_table_shows_each_study(report_project):

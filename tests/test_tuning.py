@@ -26,7 +26,9 @@ from cifarbench.errors import ConfigError
 from cifarbench.execute import ExecutorConfig
 from cifarbench.pipeline import tuned_path
 from cifarbench.plan import load_plan, read_tuned, resolve_cell
-from cifarbench.tuning import ENV_STORAGE, TuneConfig, make_search, tune_stage
+from cifarbench.config import TrackingConfig
+from cifarbench.tracking import Tracker
+from cifarbench.tuning import ENV_STORAGE, Study, TuneConfig, make_search, tune_stage
 from project import ROOT
 
 LOCAL = ExecutorConfig()  # one 1-thread worker process per core
@@ -35,14 +37,15 @@ STORAGE = "optuna/studies.journal"  # params.yaml's default, relative to the wor
 
 
 def params(trials: int = 6, epochs: int = 3, **tune) -> dict:
-    """The smoke preset, lenet5 only, with a wide lr range so that some trials do badly and get pruned."""
+    """The smoke preset, lenet5 with Adam (it learns the generated data in a few epochs, so trials differ
+    instead of tying at chance), a wide lr range so that some trials do badly and get pruned."""
     tree = load_params(ROOT / "params.yaml")
     tree["preset"] = "smoke"
-    tree["architectures"] = {"lenet5": tree["architectures"]["lenet5"]}
+    tree["architectures"] = {"lenet5": {**tree["architectures"]["lenet5"], "train": {"optimizer": {"name": "adam", "lr": 3e-3}}}}
     smoke = tree["presets"]["smoke"]
     smoke |= {"tune_trials": trials, "tune_epochs": epochs, "train": {**smoke["train"], "epochs": epochs}}
     tree["tracking"] = {"experiment": "cifarbench", "uri": "sqlite:///mlflow.db"}
-    tree["tune"] = {**tree["tune"], "lr": {"momentum": [1.0e-4, 2.0]}, "startup_trials": 3, **tune}
+    tree["tune"] = {**tree["tune"], "lr": {"adam": [1.0e-5, 0.5]}, "startup_trials": 3, **tune}
     return tree
 
 
@@ -250,3 +253,21 @@ def test_a_trial_never_trains_longer_than_the_cell_it_tunes():
     assert epochs(tree) == 3
     tree["presets"]["smoke"]["tune_epochs"] = 2
     assert epochs(tree) == 2
+
+
+def test_each_architecture_draws_its_own_trials_after_the_recipe(workdir):
+    """Trial 0 of every study is the recipe's own lr/wd (the reference tuning must beat); the sampler is
+    seeded per architecture, so two architectures do not search the same points."""
+    tree = params(trials=3)
+    tree["architectures"]["vgg11"] = load_params(ROOT / "params.yaml")["architectures"]["vgg11"]
+    tree["tune"]["lr"]["momentum"] = [1.0e-3, 0.5]
+    plan, cfg = load_plan(tree), TuneConfig.model_validate(tree["tune"])
+    tracker = Tracker.open(TrackingConfig(uri="sqlite:///mlflow.db"))
+    asked = {}
+    for arch in ("lenet5", "vgg11"):
+        study = Study(make_search(plan, cfg, arch, str(workdir / STORAGE)), cfg, str(workdir / STORAGE), tracker)
+        asked[arch] = [study.ask(workdir / "data" / "prepared") for _ in range(2)]
+    lenet5, vgg11 = asked["lenet5"], asked["vgg11"]
+    assert lenet5[0].recipe and lenet5[0].params == {"lr": 3e-3, "weight_decay": 5e-4}
+    assert vgg11[0].recipe and vgg11[0].params["lr"] == tree["architectures"]["vgg11"]["train"]["optimizer"]["lr"]
+    assert not lenet5[1].recipe and lenet5[1].params != vgg11[1].params

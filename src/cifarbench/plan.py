@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from cifarbench.config import MAX_SEED, Name, Section, describe, parse_section
 from cifarbench.engine import TrainConfig
@@ -70,9 +70,22 @@ class ArchitectureSpec(Section):
     presets: dict[Name, Recipe] = {}
 
 
+class Buys(Section):
+    """The question an ablation answers: what `technique` buys = test accuracy of cell `with` minus cell
+    `without`, paired by seed (e.g. crop+flip = baseline - aug_none; rotation = rotate - aug_none). A
+    matrix trimmed to fewer ablations may leave one of the two out: the report then says "not planned"."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    technique: str = Field(min_length=1, max_length=40)
+    with_: Name = Field(alias="with")
+    without: Name
+
+
 class AblationSpec(Section):
     group: Literal["baseline", "regularization", "augmentation"]
     about: str
+    buys: Buys | None = None  # None for the baseline: the reference, not a question
     model: Tree = {}
     train: Tree = {}
 

@@ -36,6 +36,7 @@ import dataclasses
 import fcntl
 import hashlib
 import json
+import math
 import os
 import socket
 import tempfile
@@ -67,6 +68,7 @@ from cifarbench.tracking import CURRENT, Tracker, mark_current, provenance
 ENV_STORAGE = "CIFARBENCH_OPTUNA_STORAGE"
 MAX_RETRIES = 2  # a trial whose process keeps dying (out of memory, say) is then given up
 OWNER = "owner"  # trial user attr: host/pid@start-time of the coordinator that asked it
+RECIPE = "recipe"  # trial user attr: the untuned recipe values (trial 0)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -144,6 +146,20 @@ def make_search(plan: PlanConfig, cfg: TuneConfig, arch: str, storage: str) -> S
         what["cell"]["train"]["optimizer"].pop(key)
     digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
     return Search(cell, lr, wd, base.budget.tune_trials, f"{plan.preset}/{arch}/{digest}")
+
+
+def first_prune_epoch(cfg: TuneConfig, search: Search) -> int:
+    """The first epoch at which trials are compared: not before `tune.pruner.min_epochs`, and not before the
+    learning rate has reached its peak (one-cycle: `peak_fraction` of the run; else the warmup). Before
+    the peak every trial still runs at a fraction of its lr and the ranking is noise."""
+    train = search.cell.train
+    peak = train.epochs * train.schedule.peak_fraction if train.schedule.name == "onecycle" else 0.0
+    return max(cfg.pruner.min_epochs, math.ceil(max(peak, train.schedule.warmup_epochs)))
+
+
+def make_pruner(cfg: TuneConfig, search: Search) -> optuna.pruners.BasePruner:
+    pruner = cfg.pruner.model_copy(update={"min_epochs": first_prune_epoch(cfg, search)})
+    return PRUNERS[pruner.name](pruner, cfg.startup_trials)
 
 
 def _code_digest() -> str:
@@ -252,6 +268,7 @@ class TrialSpec:
     prepared: Path  # absolute
     tracker: Tracker
     mlflow_run_id: str
+    recipe: bool = False  # the recipe's own lr/wd: never pruned, the reference the tuned values must beat
 
 
 def run_trial(spec: TrialSpec) -> dict:
@@ -264,8 +281,8 @@ def run_trial(spec: TrialSpec) -> dict:
 
     _quiet()
     storage = open_storage(spec.storage, spec.tune)
-    study = optuna.load_study(study_name=spec.search.study, storage=storage,
-                              pruner=PRUNERS[spec.tune.pruner.name](spec.tune.pruner, spec.tune.startup_trials))
+    study = optuna.load_study(study_name=spec.search.study, storage=storage, pruner=make_pruner(spec.tune, spec.search))
+    first = first_prune_epoch(spec.tune, spec.search)
     trial = optuna.Trial(study, spec.trial_id)
     cell, client = spec.search.cell, spec.tracker.client()
     train = cell.train.model_copy(update={"optimizer": cell.train.optimizer.model_copy(update=spec.params)})
@@ -277,7 +294,7 @@ def run_trial(spec: TrialSpec) -> dict:
         epochs[0] = record.epoch
         StudyLog.log_epoch(client, spec.mlflow_run_id, record)
         trial.report(record.val_acc, record.epoch)
-        if spec.tune.pruner.min_epochs <= record.epoch < train.epochs and trial.should_prune():
+        if not spec.recipe and first <= record.epoch < train.epochs and trial.should_prune():
             raise optuna.TrialPruned()
 
     torch.manual_seed(spec.search.seed)
@@ -310,8 +327,17 @@ class Study:
         self.log = StudyLog(tracker, search)
         with self.lock():
             study = self.study(0)
+            if not study.get_trials(deepcopy=False):
+                study.enqueue_trial(self.recipe, user_attrs={RECIPE: True})
             self._fail_dead(study)
             self.log.parent_run_id = self.log.open_parent(study, shown(url))
+
+    @property
+    def recipe(self) -> dict[str, float]:
+        """The untuned values of the baseline (trial 0 of every study, so the gain of tuning is measured on
+        the same seed, epochs and validation images)."""
+        opt = self.search.cell.train.optimizer
+        return {"lr": opt.lr, **({"weight_decay": opt.weight_decay} if self.search.weight_decay else {})}
 
     def lock(self):
         """Serializes budget checks and asks of the coordinators on this machine."""
@@ -346,7 +372,7 @@ class Study:
         run_id = self.log.start_trial(trial, params)
         trial.set_user_attr("mlflow_run_id", run_id)
         return TrialSpec(self.search, self.url, self.cfg, trial._trial_id, trial.number, params, prepared,
-                         self.tracker, run_id)
+                         self.tracker, run_id, bool(trial.user_attrs.get(RECIPE)))
 
     def tell(self, spec: TrialSpec, outcome: dict | None) -> None:
         """Record a trial's outcome (None: it failed) in the study and its MLflow run."""
@@ -404,10 +430,15 @@ def summarize(study: optuna.Study | None, search: Search, storage: str) -> dict:
     opt = search.cell.train.optimizer
     out = {"tuned": False, "optimizer": {"lr": opt.lr, "weight_decay": opt.weight_decay}, "study": search.study,
            "storage": storage, "trials": counts, "best_val_acc": None, "epochs_trained": epochs}
-    if counts["complete"]:
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if complete:
         best = study.best_trial
         out |= {"tuned": True, "best_val_acc": best.value,
-                "optimizer": {"lr": best.params["lr"], "weight_decay": best.params.get("weight_decay", 0.0)}}
+                "optimizer": {"lr": best.params["lr"], "weight_decay": best.params.get("weight_decay", 0.0)},
+                "val_acc_range": [min(t.value for t in complete), max(t.value for t in complete)]}
+    recipe = [t.value for t in complete if t.user_attrs.get(RECIPE)]
+    out["recipe_val_acc"] = recipe[0] if recipe else None
+    out["gain_over_recipe"] = out["best_val_acc"] - recipe[0] if recipe else None
     return out
 
 
@@ -552,7 +583,10 @@ class StudyLog:
         from mlflow.entities import Metric, Param
 
         now, run_id = int(time.time() * 1000), self.parent_run_id
+        spread = summary.get("val_acc_range") or [None, None]
         values = {"best_val_acc": summary["best_val_acc"], "epochs_trained": summary["epochs_trained"],
+                  "recipe_val_acc": summary["recipe_val_acc"], "gain_over_recipe": summary["gain_over_recipe"],
+                  "val_acc_min": spread[0], "val_acc_max": spread[1],
                   **{f"trials_{k}": v for k, v in summary["trials"].items()},
                   **{f"importance.{k}": v for k, v in importance.items()}}
         metrics = [Metric(k, float(v), now, 0) for k, v in values.items() if v is not None]

@@ -44,10 +44,11 @@ def l1_penalty(params: list[torch.Tensor]) -> torch.Tensor:
 
 class EarlyStopping:
     """Watches validation accuracy: `update` returns True once `patience` epochs in a row failed to beat
-    the best by more than `min_delta`. Keeps a CPU copy of the best weights for `restore`."""
+    the best by more than `min_delta`, and not before epoch `start_epoch` is over. Keeps a CPU copy of the
+    best weights for `restore` (from the first epoch on)."""
 
-    def __init__(self, patience: int, min_delta: float):
-        self.patience, self.min_delta = patience, min_delta
+    def __init__(self, patience: int, min_delta: float, start_epoch: int = 0):
+        self.patience, self.min_delta, self.start_epoch = patience, min_delta, start_epoch
         self.best, self.best_epoch, self.bad_epochs = -1.0, 0, 0
         self.best_state: dict[str, torch.Tensor] | None = None
 
@@ -57,7 +58,7 @@ class EarlyStopping:
             self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             return False
         self.bad_epochs += 1
-        return self.bad_epochs >= self.patience
+        return self.bad_epochs >= self.patience and epoch > self.start_epoch
 
     def restore(self, model: nn.Module) -> None:
         if self.best_state is not None:

@@ -128,7 +128,9 @@ class _Run:
         )
         self.l1_params = split_decay(model, opt.exclude_norm_and_bias_from_decay)[0] if cfg.l1 else []
         self.schedule = SCHEDULES[cfg.schedule.name](cfg.schedule, cfg.epochs * self.steps_per_epoch, self.steps_per_epoch)
-        self.early = EarlyStopping(cfg.early_stop.patience, cfg.early_stop.min_delta) if cfg.early_stop.enabled else None
+        stop = cfg.early_stop
+        self.early = EarlyStopping(stop.patience, stop.min_delta, math.ceil(stop.start_fraction * cfg.epochs)) \
+            if stop.enabled else None
         self.scaler = torch.amp.GradScaler(device.type, enabled=paths.autocast == "float16")
         self.augment = build_augment(cfg.augment)
         self.g_shuffle = torch.Generator(device).manual_seed(seed)

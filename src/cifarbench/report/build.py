@@ -36,7 +36,7 @@ def gather(tree: dict) -> Inputs:
     plan = load_plan(tree)
     tracking = parse_section(TrackingConfig, tree.get("tracking"), "tracking")
     tuned = {arch: _read_tuned(plan.preset, arch) for arch in plan.architectures}
-    expected = tables.expected_cells(all_cells(plan, tuned))
+    expected = tables.expected_cells(all_cells(plan, tuned), plan.ablations)
     uri = tracking_uri(tracking)
     runs, left_out = tables.select_current(load_runs(uri, tracking.experiment, plan.preset), expected)
     here = provenance()

@@ -28,9 +28,10 @@ def png_bytes(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def delta_heatmap(deltas: pd.DataFrame, archs: list[str], ablations: list[str]) -> Figure:
-    """Architecture x ablation, colour = mean test-accuracy delta vs the baseline (points); '*' where the
-    paired 95% interval excludes zero; grey cells say n/a or missing."""
+def delta_heatmap(deltas: pd.DataFrame, archs: list[str], ablations: list[str], labels: dict[str, str]) -> Figure:
+    """Architecture x technique (one per ablation, `labels`), colour = what it buys: test accuracy with it
+    minus without it (points); '*' where the paired 95% interval excludes zero; grey cells say n/a or
+    missing."""
     cells = deltas.set_index(["arch", "ablation"])
     values = np.array([[100 * cells.loc[(a, b), "delta"] for b in ablations] for a in archs], dtype=float)
     span = max(np.nanmax(np.abs(values)) if np.isfinite(values).any() else 0.0, 0.5)
@@ -43,12 +44,12 @@ def delta_heatmap(deltas: pd.DataFrame, archs: list[str], ablations: list[str]) 
             c = cells.loc[(arch, ablation)]
             ax.text(j, i, _cell_label(c), ha="center", va="center", fontsize=8,
                     color="white" if np.isfinite(values[i, j]) and abs(values[i, j]) > 0.6 * span else "black")
-    ax.set_xticks(range(len(ablations)), ablations, rotation=35, ha="right")
+    ax.set_xticks(range(len(ablations)), [labels[b] for b in ablations], rotation=35, ha="right")
     ax.set_yticks(range(len(archs)), archs)
     ax.tick_params(length=0)
     bar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
-    bar.set_label("Δ test accuracy (points)")
-    ax.set_title("Test accuracy minus the architecture's baseline (* = 95% interval excludes 0)", fontsize=10)
+    bar.set_label("test accuracy with minus without (points)")
+    ax.set_title("What each technique buys (* = 95% interval excludes 0)", fontsize=10)
     return fig
 
 
@@ -72,7 +73,7 @@ def effects_bars(table: pd.DataFrame) -> Figure:
     ax.errorbar(mean, y, xerr=[mean - low, high - mean], fmt="none", ecolor="black", capsize=3, lw=1)
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(y, table.index)
-    ax.set_xlabel("test accuracy minus baseline, mean over architectures (points); whisker = range over architectures")
+    ax.set_xlabel("test accuracy with minus without, mean over architectures (points); whisker = range over architectures")
     groups = [g for g in GROUP_COLOURS if g in set(table["group"])]
     ax.legend([Patch(color=GROUP_COLOURS[g]) for g in groups], groups, loc="best", fontsize=8)
     return fig

@@ -11,6 +11,7 @@ import pandas as pd
 from cifarbench.plan import BASELINE
 from cifarbench.report import figures, tables
 from cifarbench.report.figures import png_bytes
+from cifarbench.report.literature import PUBLISHED
 from cifarbench.report.render import Bullets, Document, Image, Section, Table, formatted
 
 
@@ -42,7 +43,8 @@ def document(inp: Inputs) -> tuple[Document, dict]:
     """The report and its headline numbers (for reports/metrics.json)."""
     board = tables.leaderboard(inp.runs, inp.expected)
     deltas = tables.paired_deltas(inp.runs, inp.expected)
-    effect = tables.effects(deltas, inp.expected)
+    buys = tables.paired_deltas(inp.runs, inp.expected, buys=True)
+    effect = tables.effects(buys, inp.expected)
     missing = tables.missing_runs(inp.runs, inp.expected)
     planned = sum(len(e.seeds) for e in inp.expected.itertuples() if e.applies)
     n_na = int((~inp.expected["applies"]).sum())
@@ -51,14 +53,15 @@ def document(inp: Inputs) -> tuple[Document, dict]:
         f"({len(inp.archs)} architectures x {len(inp.ablations)} ablations, {n_na} cells not applicable); "
         f"{len(missing)} missing; {len(inp.left_out)} current runs of this preset left out because they were made "
         "under other params or code than the plan gives now (dvc repro reruns those cells).",
-        "Accuracies are test-set percentages; deltas are percentage points against the same architecture's "
-        "baseline. Source: the current MLflow runs of this preset (see Provenance).",
+        "Accuracies are test-set percentages. What a technique buys is the test accuracy with it minus without it "
+        "(each ablation names the pair of cells, e.g. rotation = rotate - aug_none), in percentage points, "
+        "paired by seed: positive = it helps. Source: the current MLflow runs of this preset (see Provenance).",
     ]
     sections = [
         leaderboard_section(board, inp),
-        matrix_section(deltas, board, missing, inp),
+        matrix_section(buys, deltas, board, missing, inp),
         effects_section(effect),
-        curves_section(inp),
+        curves_section(inp, tables.early_stopping(inp.runs, inp.expected, buys)),
         pareto_section(board),
         tuning_section(inp),
         provenance_section(inp),
@@ -68,7 +71,7 @@ def document(inp: Inputs) -> tuple[Document, dict]:
         "runs": {"planned": planned, "found": len(inp.runs), "missing": len(missing), "left_out": len(inp.left_out)},
         "baseline_test_acc": _json(board["test_acc_mean"]),
         "baseline_test_acc_std": _json(board["test_acc_std"]),
-        "mean_delta": _json(effect["mean_delta"]) if len(effect) else {},
+        "mean_gain": _json(effect["mean_delta"]) if len(effect) else {},  # by technique: with minus without
     }
     return Document(f"CIFAR-10 benchmark: preset {inp.preset}", intro, sections), metrics
 
@@ -89,8 +92,17 @@ def leaderboard_section(board: pd.DataFrame, inp: Inputs) -> Section:
                             "lr": lambda v: f"{v:.3g}", "weight_decay": lambda v: f"{v:.3g}"})
     show.columns = ["test acc % (mean ± sd)", "seeds", "params", "MFLOPs/image", "train s/seed", "train img/s",
                     "optimizer", "lr", "weight decay", "lr/wd from"]
+    blocks = [Table(show)]
+    if inp.preset == "full":  # the literature recipe: its numbers are comparable with the published ones
+        published = pd.DataFrame({
+            "measured % (mean ± sd)": [_mean_std(board.loc[a, "test_acc_mean"], board.loc[a, "test_acc_std"])
+                                       for a in board.index],
+            "published %": [f"{PUBLISHED[a][0]:.2f}" if a in PUBLISHED else "no published number" for a in board.index],
+            "source": [PUBLISHED[a][1] if a in PUBLISHED else "" for a in board.index],
+        }, index=board.index)
+        blocks += ["Beside the literature (same recipe, width 1, all 45,000 training images):", Table(published)]
     return Section("leaderboard", "1. Leaderboard: baselines", "Best first; n is the number of seeds behind the "
-                   "mean; an architecture whose seeds overlap within ± sd is not clearly better.", [Table(show)])
+                   "mean; an architecture whose seeds overlap within ± sd is not clearly better.", blocks)
 
 
 def _mean_std(mean: float, std: float) -> str:
@@ -99,32 +111,48 @@ def _mean_std(mean: float, std: float) -> str:
     return pct(mean) + ("" if pd.isna(std) else f" ± {pct(std)}")
 
 
-def matrix_section(deltas: pd.DataFrame, board: pd.DataFrame, missing: pd.DataFrame, inp: Inputs) -> Section:
-    cells = deltas.set_index(["arch", "ablation"])
-    matrix = pd.DataFrame(
-        [[_matrix_cell(cells.loc[(a, b)], board.loc[a]) for b in inp.ablations] for a in inp.archs],
-        index=pd.Index(inp.archs, name="arch"), columns=inp.ablations)
-    figure = figures.delta_heatmap(deltas, inp.archs, [b for b in inp.ablations if b != BASELINE])
-    blocks = [Image("ablation_matrix.png", png_bytes(figure), "ablation heat map"), Table(matrix)]
-    noise = deltas[deltas["df"] > 0].drop_duplicates("arch").set_index("arch")
+def matrix_section(buys: pd.DataFrame, deltas: pd.DataFrame, board: pd.DataFrame, missing: pd.DataFrame,
+                   inp: Inputs) -> Section:
+    questions = [b for b in inp.ablations if b != BASELINE]
+    labels = _technique_labels(inp.expected, questions)
+    figure = figures.delta_heatmap(buys, inp.archs, questions, labels)
+    blocks = [Image("ablation_matrix.png", png_bytes(figure), "what each technique buys"),
+              Table(_matrix(buys, board, inp.archs, questions, [labels[q] for q in questions]))]
+    noise = buys[buys["df"] > 0].drop_duplicates("arch").set_index("arch")
     if len(noise):
-        blocks += ["Seed noise behind the intervals: sd of one paired delta, pooled over the architecture's "
-                   "ablations (degrees of freedom):",
+        blocks += ["Seed noise behind the intervals: sd of one paired difference, pooled over the architecture's "
+                   "comparisons (degrees of freedom):",
                    Bullets([f"{a}: {100 * noise.loc[a, 'sd']:.2f} points (df {noise.loc[a, 'df']})"
                             for a in inp.archs if a in noise.index])]
     if len(missing):
         blocks += ["Missing runs (not finished, or made under other params):",
                    Bullets([f"{r.arch}/{r.ablation}/seed{r.seed}" for r in missing.itertuples()])]
     about = inp.expected.drop_duplicates("ablation")
-    blocks += ["What each column changes:", Bullets([f"{r.ablation}: {r.about}" for r in about.itertuples()])]
-    return Section("ablations", "2. Ablation matrix", "Blue helps, red hurts: each cell is the ablation's test accuracy "
-                   "minus the baseline's, paired by seed, [95% interval] when ≥ 2 seeds, from the seed noise pooled over "
-                   "the architecture's ablations; * = interval excludes 0.",
-                   blocks)
+    blocks += ["How each technique is measured (cells `with` − `without`) and what each ablation changes:",
+               Bullets([f"{labels.get(r.ablation, 'the reference')} = {r.with_} − {r.without}: {r.ablation}, {r.about}"
+                        if r.ablation != BASELINE else f"{r.ablation}: {r.about}" for r in about.itertuples()]),
+               "Each ablation minus the baseline (the raw comparison; the augmentation columns here compare "
+               "\"X only\" with the baseline's own augmentation, which is why they read negative):",
+               Table(_matrix(deltas, board, inp.archs, inp.ablations, inp.ablations))]
+    return Section("ablations", "2. What each technique buys", "Blue helps, red hurts: each cell is the test accuracy "
+                   "with the technique minus without it, paired by seed, [95% interval] when ≥ 2 seeds, from the seed "
+                   "noise pooled over the architecture's comparisons; * = interval excludes 0.", blocks)
+
+
+def _technique_labels(expected: pd.DataFrame, ablations: list[str]) -> dict[str, str]:
+    names = expected.drop_duplicates("ablation").set_index("ablation")["technique"]
+    return {b: names.get(b) or b for b in ablations}
+
+
+def _matrix(cells: pd.DataFrame, board: pd.DataFrame, archs: list[str], columns: list[str],
+            labels: list[str]) -> pd.DataFrame:
+    indexed = cells.set_index(["arch", "ablation"])
+    return pd.DataFrame([[_matrix_cell(indexed.loc[(a, b)], board.loc[a]) for b in columns] for a in archs],
+                        index=pd.Index(archs, name="arch"), columns=labels)
 
 
 def _matrix_cell(c: pd.Series, base: pd.Series) -> str:
-    if c.name[1] == BASELINE:
+    if c.name[1] == BASELINE and c["state"] != "n/a":
         return f"{_mean_std(base['test_acc_mean'], base['test_acc_std'])} (n={base['n']})"
     if c["state"] != "ok":
         return c["state"]
@@ -135,19 +163,21 @@ def _matrix_cell(c: pd.Series, base: pd.Series) -> str:
 
 
 def effects_section(effect: pd.DataFrame) -> Section:
+    title = "3. What each technique buys, over architectures"
     if effect.empty:
-        return Section("effects", "3. Regularization and augmentation effects", "No ablations ran.", [])
+        return Section("effects", title, "No ablations ran.", [])
     show = formatted(effect[["group", "archs", "mean_delta", "min_delta", "max_delta", "helped", "hurt", "verdict"]],
                      {c: points for c in ("mean_delta", "min_delta", "max_delta")}, empty="–")
     show.columns = ["group", "archs", "mean Δ", "min Δ", "max Δ", "clearly helped", "clearly hurt", "verdict"]
     blocks = [Table(show)]
     if effect["mean_delta"].notna().any():
         blocks.insert(0, Image("effects.png", png_bytes(figures.effects_bars(effect)), "effects over architectures"))
-    return Section("effects", "3. Regularization and augmentation effects", "Each ablation's delta averaged over "
-                   "architectures; 'clearly' counts architectures whose paired 95% interval excludes 0.", blocks)
+    return Section("effects", title, "Each technique's gain (with minus without, points) averaged over the "
+                   "architectures where both cells ran; 'clearly' counts architectures whose paired 95% interval "
+                   "excludes 0, and the verdict follows those intervals, not the mean.", blocks)
 
 
-def curves_section(inp: Inputs) -> Section:
+def curves_section(inp: Inputs, stopping: pd.DataFrame) -> Section:
     blocks = []
     for arch in inp.archs:
         if (inp.histories["arch"] == arch).any():
@@ -156,10 +186,27 @@ def curves_section(inp: Inputs) -> Section:
     ended = pd.DataFrame([[_ended(inp.runs, e) for e in inp.expected[inp.expected["arch"] == a].itertuples()]
                           for a in inp.archs], index=pd.Index(inp.archs, name="arch"), columns=inp.ablations)
     blocks += ["Epoch at which each seed ended (of the planned epochs; † early stop, ‡ diverged):", Table(ended)]
+    if len(stopping):
+        show = pd.DataFrame({
+            "epochs run (mean) / planned": [f"{r.epochs_run:.1f} / {r.epochs}" if np.isfinite(r.epochs_run) else "missing"
+                                            for r in stopping.itertuples()],
+            "training saved": [f"{100 * v:.0f}%" if np.isfinite(v) else "–" for v in stopping["saved"]],
+            "test acc gain, points [95%]": [_gain(r) for r in stopping.itertuples()],
+        }, index=pd.Index(stopping["arch"], name="arch"))
+        blocks += ["What early stopping buys (it may stop only after its `start_fraction` of the run, past the "
+                   "learning-rate peak): epochs saved, and test accuracy against the same cell trained to the end:",
+                   Table(show)]
     diverged = inp.runs[inp.runs["status"] == "diverged"]
     blocks.append(Bullets([f"{r} diverged" for r in diverged["run_name"]]) if len(diverged) else "No run diverged.")
     return Section("curves", "4. Learning curves", "Mean over seeds per epoch: solid = validation, dashed = training, "
                    "thick black = baseline; a gap that widens between them is overfitting.", blocks)
+
+
+def _gain(r) -> str:
+    if r.state != "ok":
+        return r.state
+    interval = f" [{points(r.lo)}, {points(r.hi)}]" if np.isfinite(r.lo) else ""
+    return points(r.gain) + interval
 
 
 def _ended(runs: pd.DataFrame, e) -> str:
@@ -188,15 +235,23 @@ def pareto_section(board: pd.DataFrame) -> Section:
 
 def tuning_section(inp: Inputs) -> Section:
     t = tables.tuning(inp.studies, inp.tuned, inp.archs)
-    show = formatted(t.assign(tuned=t["tuned"].map({True: "yes", False: "no (recipe)"})), {
+    spread = [f"{pct(lo)}–{pct(hi)}" if np.isfinite(lo) else "–" for lo, hi in zip(t["val_acc_min"], t["val_acc_max"])]
+    show = formatted(t.assign(tuned=t["tuned"].map({True: "yes", False: "no (recipe)"}), spread=spread), {
         "best_lr": lambda v: f"{v:.3g}", "best_weight_decay": lambda v: f"{v:.3g}", "best_val_acc": pct,
+        "recipe_val_acc": pct, "gain_over_recipe": points,
         **{c: lambda v: f"{v:.0f}" for c in ("trials_complete", "trials_pruned", "trials_failed")},
         "pruned_share": lambda v: f"{100 * v:.0f}%", "importance_lr": lambda v: f"{v:.2f}",
         "importance_weight_decay": lambda v: f"{v:.2f}"}, empty="–")
-    show.columns = ["tuned", "study", "best lr", "best wd", "best val acc %", "complete",
-                    "pruned", "failed", "pruned share", "importance lr", "importance wd"]
+    show = show[["tuned", "study", "best_lr", "best_weight_decay", "best_val_acc", "recipe_val_acc", "gain_over_recipe",
+                 "spread", "trials_complete", "trials_pruned", "trials_failed", "pruned_share", "importance_lr",
+                 "importance_weight_decay"]]
+    show.columns = ["tuned", "study", "best lr", "best wd", "best val acc %", "recipe val acc %", "gain, points",
+                    "val acc % over complete trials", "complete", "pruned", "failed", "pruned share",
+                    "importance lr", "importance wd"]
     return Section("tuning", "6. Tuning", "Optuna's best learning rate and weight decay per architecture (validation "
-                   "split only); importance says which of the two mattered more.", [Table(show)])
+                   "split only). Trial 0 of every study is the recipe's own lr/wd, never pruned: 'gain' is the best "
+                   "trial's validation accuracy minus the recipe's, same seed and epochs; the spread shows how much "
+                   "the search space matters; importance says which of the two mattered more.", [Table(show)])
 
 
 def provenance_section(inp: Inputs) -> Section:

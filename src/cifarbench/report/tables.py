@@ -12,19 +12,24 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from cifarbench.plan import BASELINE, Cell
+from cifarbench.plan import BASELINE, AblationSpec, Cell
 
 ACC = "metrics.test_acc"
 CONFIDENCE = 0.95
 
 
-def expected_cells(cells: list[Cell]) -> pd.DataFrame:
-    """The plan as a frame: one row per (arch, ablation), in params.yaml order."""
+def expected_cells(cells: list[Cell], ablations: dict[str, AblationSpec] | None = None) -> pd.DataFrame:
+    """The plan as a frame: one row per (arch, ablation), in params.yaml order, with the question each
+    ablation answers (`technique`: acc(`with`) - acc(`without`); empty for the baseline)."""
+    buys = {name: spec.buys for name, spec in (ablations or {}).items() if spec.buys}
     return pd.DataFrame([{
         "arch": c.arch, "ablation": c.ablation, "group": c.group, "about": c.about, "seeds": list(c.seeds),
         "epochs": c.train.epochs, "early_stop": c.train.early_stop.enabled,
         "applies": c.not_applicable is None, "not_applicable": c.not_applicable or "",
         "config_hash": None if c.not_applicable else c.config_hash(),
+        "technique": buys[c.ablation].technique if c.ablation in buys else "",
+        "with_": buys[c.ablation].with_ if c.ablation in buys else c.ablation,
+        "without": buys[c.ablation].without if c.ablation in buys else BASELINE,
     } for c in cells])  # fmt: skip
 
 
@@ -68,36 +73,46 @@ def leaderboard(runs: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("arch")
 
 
-def paired_deltas(runs: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
-    """Per (arch, ablation): test accuracy minus the baseline's, paired by seed.
+def paired_deltas(runs: pd.DataFrame, expected: pd.DataFrame, *, buys: bool = False) -> pd.DataFrame:
+    """Per (arch, ablation): a paired difference of test accuracies, by seed. Plain: the ablation minus the
+    architecture's baseline. `buys=True`: what the ablation's technique buys, acc(`with`) - acc(`without`)
+    as the ablation names them in params.yaml (positive = the technique helps).
 
-    delta_s = acc(ablation, s) - acc(baseline, s) over the seeds both have. The 95% interval is
+    delta_s = acc(with, s) - acc(without, s) over the seeds both have. The 95% interval is
     mean +- t(0.975, df) * sd / sqrt(n), where sd is the seed-to-seed sd of the paired deltas **pooled over
-    the architecture's ablations** (squared deviations from each cell's own mean, over df = sum of n - 1).
+    the architecture's comparisons** (squared deviations from each cell's own mean, over df = sum of n - 1).
     With 2 seeds a cell alone has 1 degree of freedom (t = 12.7: intervals too wide to resolve anything);
     the seed noise belongs to the architecture and its budget, which all its cells share, so pooling ~12
-    cells gives ~12 degrees of freedom (t = 2.2). A cell equal to its baseline on every seed (an early stop
-    that never fired) carries no noise information and stays out of the pool. A cell that stops early has
-    noise of its own (each seed stops at its own epoch: on the default preset one VGG seed stopped 29
-    points below the other), so it stays out of the pool too and its interval uses its own seeds' sd.
-    `state`: ok | n/a (plan skips it) | missing (no run of the cell, or of its baseline, for a shared seed).
+    cells gives ~12 degrees of freedom (t = 2.2). A comparison equal on every seed (an early stop that never
+    fired) carries no noise information and stays out of the pool. A comparison involving an early-stopped
+    cell has noise of its own (each seed stops at its own epoch), so it stays out of the pool too and its
+    interval uses its own seeds' sd.
+    `state`: ok | n/a (the plan skips one of its cells) | not planned (one of its cells is no ablation of the
+    plan) | missing (no run of a cell for a shared seed) | reference (the baseline row: compared with nothing).
     """
     acc = runs.set_index(["arch", "ablation", "seed"])[ACC]
-    rows, pools = [], {}  # arch, or (arch, ablation) for an early-stopped cell -> [(row index, paired deltas)]
+    plan = expected.set_index(["arch", "ablation"])
+    rows, pools = [], {}  # arch, or (arch, ablation) for an early-stopped comparison -> [(row index, deltas)]
     for e in expected.itertuples():
-        row = {"arch": e.arch, "ablation": e.ablation, "group": e.group, "state": "ok", "n": 0,
-               "delta": np.nan, "lo": np.nan, "hi": np.nan, "excludes_zero": False, "sd": np.nan, "df": 0}
-        if not e.applies:
+        pair = (e.with_, e.without) if buys else (e.ablation, BASELINE)
+        row = {"arch": e.arch, "ablation": e.ablation, "group": e.group, "technique": e.technique, "state": "ok",
+               "n": 0, "delta": np.nan, "lo": np.nan, "hi": np.nan, "excludes_zero": False, "sd": np.nan, "df": 0}
+        cells = [plan.loc[(e.arch, name)] for name in pair if (e.arch, name) in plan.index]
+        if e.ablation == BASELINE and (buys or not e.applies):
+            row["state"] = "reference" if buys else "n/a"
+        elif len(cells) < 2:
+            row["state"] = "not planned"  # `with` or `without` is not an ablation of this params.yaml
+        elif not all(c["applies"] for c in cells):
             row["state"] = "n/a"
         else:
-            seeds = [s for s in e.seeds if (e.arch, e.ablation, s) in acc.index and (e.arch, BASELINE, s) in acc.index]
-            diffs = np.array([acc[(e.arch, e.ablation, s)] - acc[(e.arch, BASELINE, s)] for s in seeds], dtype=float)
+            seeds = [s for s in e.seeds if all((e.arch, name, s) in acc.index for name in pair)]
+            diffs = np.array([acc[(e.arch, pair[0], s)] - acc[(e.arch, pair[1], s)] for s in seeds], dtype=float)
             row.update(n=len(diffs), state="ok" if len(diffs) else "missing")
             if len(diffs):
                 row["delta"] = diffs.mean()
-            if e.ablation != BASELINE:
-                pool_key = (e.arch, e.ablation) if e.early_stop else e.arch
-                pools.setdefault(pool_key, []).append((len(rows), diffs))
+            if pair[0] != pair[1]:
+                early = any(c["early_stop"] for c in cells)
+                pools.setdefault((e.arch, e.ablation) if early else e.arch, []).append((len(rows), diffs))
         rows.append(row)
     for cells in pools.values():
         pool = [d for _, d in cells if len(d) >= 2 and np.any(d != 0)]
@@ -114,33 +129,49 @@ def paired_deltas(runs: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def effects(deltas: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
-    """Per ablation, its delta averaged over the architectures where it ran, and how many it clearly helped
-    or hurt (95% interval above / below zero)."""
+def effects(buys: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
+    """Per technique (`paired_deltas(..., buys=True)`), what it buys averaged over the architectures where
+    both its cells ran, and on how many it clearly helped or hurt (95% interval above / below zero)."""
     about = expected.drop_duplicates("ablation").set_index("ablation")["about"]
     rows = []
-    for ablation, d in deltas[deltas["ablation"] != BASELINE].groupby("ablation", sort=False):
+    for ablation, d in buys[buys["state"] != "reference"].groupby("ablation", sort=False):
         ok = d[d["state"] == "ok"]
         up = int((ok["excludes_zero"] & (ok["delta"] > 0)).sum())
         down = int((ok["excludes_zero"] & (ok["delta"] < 0)).sum())
         rows.append({
-            "ablation": ablation, "group": d["group"].iloc[0], "about": about[ablation],
-            "archs": len(ok), "mean_delta": ok["delta"].mean() if len(ok) else np.nan,
+            "technique": d["technique"].iloc[0] or ablation, "ablation": ablation, "group": d["group"].iloc[0],
+            "about": about[ablation], "archs": len(ok), "mean_delta": ok["delta"].mean() if len(ok) else np.nan,
             "min_delta": ok["delta"].min() if len(ok) else np.nan, "max_delta": ok["delta"].max() if len(ok) else np.nan,
             "helped": up, "hurt": down, "verdict": _verdict(up, down, len(ok)),
         })  # fmt: skip
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    return table.sort_values(["group", "mean_delta"], ascending=[False, False], na_position="last").set_index("ablation")
+    return table.sort_values(["group", "mean_delta"], ascending=[False, False], na_position="last").set_index("technique")
+
+
+def early_stopping(runs: pd.DataFrame, expected: pd.DataFrame, buys: pd.DataFrame) -> pd.DataFrame:
+    """Per architecture, what each early-stopped cell buys: epochs run (mean over seeds) of those planned,
+    the share of training saved, and the test accuracy gain over the same cell trained to the end."""
+    rows = []
+    gains = buys.set_index(["arch", "ablation"])
+    for e in expected[expected["early_stop"] & expected["applies"]].itertuples():
+        r = runs[(runs["arch"] == e.arch) & (runs["ablation"] == e.ablation)]
+        ran = pd.to_numeric(r.get("metrics.stopped_epoch", pd.Series(dtype=float)), errors="coerce").mean()
+        g = gains.loc[(e.arch, e.ablation)]
+        rows.append({"arch": e.arch, "ablation": e.ablation, "epochs_run": ran, "epochs": e.epochs,
+                     "saved": 1 - ran / e.epochs if np.isfinite(ran) else np.nan, "gain": g["delta"],
+                     "lo": g["lo"], "hi": g["hi"], "state": g["state"]})
+    return pd.DataFrame(rows, columns=["arch", "ablation", "epochs_run", "epochs", "saved", "gain", "lo", "hi", "state"])
 
 
 def _verdict(up: int, down: int, n: int) -> str:
+    """The verdict follows the intervals: "helps" only where some interval lies above 0 and none below."""
     if n == 0:
         return "no runs"
     if up and down:
         return "mixed"
-    return "helps" if up else "hurts" if down else "no clear effect"
+    return f"helps ({up} of {n})" if up else f"hurts ({down} of {n})" if down else "no clear effect"
 
 
 def pareto_front(cost: pd.Series, acc: pd.Series) -> pd.Series:
@@ -165,6 +196,9 @@ def tuning(studies: pd.DataFrame, tuned: dict[str, dict | None], archs: list[str
             "arch": arch, "tuned": tuned.get(arch) is not None, "study": "found" if len(s) else "missing",
             "best_lr": _num(s.get("params.best.lr")), "best_weight_decay": _num(s.get("params.best.weight_decay")),
             "best_val_acc": s.get("metrics.best_val_acc", np.nan),
+            "recipe_val_acc": s.get("metrics.recipe_val_acc", np.nan),
+            "gain_over_recipe": s.get("metrics.gain_over_recipe", np.nan),
+            "val_acc_min": s.get("metrics.val_acc_min", np.nan), "val_acc_max": s.get("metrics.val_acc_max", np.nan),
             "trials_complete": complete, "trials_pruned": pruned, "trials_failed": failed,
             "pruned_share": pruned / total if total else np.nan,
             "importance_lr": s.get("metrics.importance.lr", np.nan),

@@ -1,0 +1,99 @@
+"""What each technique buys, on plain frames: the right cells paired by seed with the right sign, n/a and
+missing shown as such, verdicts that follow the intervals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cifarbench.report.tables import ACC, effects, paired_deltas
+
+SEEDS = [0, 1, 2]
+# ablation -> (technique, with, without, applies), as params.yaml's `buys` names them
+QUESTIONS = {
+    "baseline": ("", "baseline", "baseline", True),
+    "aug_none": ("crop+flip", "baseline", "aug_none", True),
+    "rotate": ("rotation", "rotate", "aug_none", True),
+    "no_bn": ("batch norm", "baseline", "no_bn", False),
+    "dropout": ("dropout", "dropout", "baseline", True),
+}
+ACCS = {  # test accuracy per seed
+    "baseline": [0.60, 0.62, 0.61],
+    "aug_none": [0.52, 0.55, 0.53],
+    "rotate": [0.55, 0.57, 0.56],
+    "dropout": [0.61, 0.62, 0.605],
+}
+
+
+def expected(archs=("vgg11",)) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "arch": arch, "ablation": name, "group": "augmentation", "about": name, "seeds": SEEDS, "early_stop": False,
+        "applies": applies, "technique": technique, "with_": with_, "without": without,
+    } for arch in archs for name, (technique, with_, without, applies) in QUESTIONS.items()])  # fmt: skip
+
+
+def runs(accs=ACCS, archs=("vgg11",)) -> pd.DataFrame:
+    return pd.DataFrame([{"arch": arch, "ablation": name, "seed": s, ACC: v}
+                         for arch in archs for name, values in accs.items() for s, v in zip(SEEDS, values)])
+
+
+def test_each_technique_is_its_with_cell_minus_its_without_cell_paired_by_seed():
+    buys = paired_deltas(runs(), expected(), buys=True).set_index("ablation")
+    for ablation, (_, with_, without, applies) in QUESTIONS.items():
+        if ablation == "baseline":
+            assert buys.loc[ablation, "state"] == "reference"
+        elif not applies:
+            assert buys.loc[ablation, "state"] == "n/a"
+        else:
+            gain = np.subtract(ACCS[with_], ACCS[without]).mean()
+            assert buys.loc[ablation, "delta"] == pytest.approx(gain)
+    assert buys.loc["aug_none", "delta"] > 0  # crop+flip helps: positive, not "aug_none minus baseline"
+    raw = paired_deltas(runs(), expected()).set_index("ablation")
+    assert raw.loc["aug_none", "delta"] == pytest.approx(-buys.loc["aug_none", "delta"])
+    assert raw.loc["rotate", "delta"] == pytest.approx(np.subtract(ACCS["rotate"], ACCS["baseline"]).mean())
+
+
+def test_a_technique_whose_cell_is_not_in_the_plan_says_so():
+    plan = expected()
+    plan = plan[plan["ablation"] != "aug_none"]
+    buys = paired_deltas(runs(), plan, buys=True).set_index("ablation")
+    assert buys.loc["rotate", "state"] == "not planned" and buys.loc["dropout", "state"] == "ok"
+
+
+def test_a_technique_whose_cell_has_no_run_is_missing():
+    accs = {k: v for k, v in ACCS.items() if k != "aug_none"}
+    buys = paired_deltas(runs(accs), expected(), buys=True).set_index("ablation")
+    assert buys.loc["aug_none", "state"] == buys.loc["rotate", "state"] == "missing"
+    assert buys.loc["dropout", "state"] == "ok"
+
+
+def test_verdicts_follow_the_intervals_not_the_mean():
+    archs = ("vgg11", "resnet18")
+    accs = {**ACCS, "dropout": [0.62, 0.60, 0.615]}  # a small, noisy gain: no interval excludes 0
+    table = effects(paired_deltas(runs(accs, archs), expected(archs), buys=True), expected(archs))
+    assert table.loc["crop+flip", "verdict"] == "helps (2 of 2)" and table.loc["crop+flip", "helped"] == 2
+    assert table.loc["rotation", "verdict"] == "helps (2 of 2)"
+    assert table.loc["dropout", "verdict"] == "no clear effect" and table.loc["dropout", "mean_delta"] > 0
+    assert table.loc["batch norm", "verdict"] == "no runs" and np.isnan(table.loc["batch norm", "mean_delta"])
+    hurt = {**ACCS, "rotate": [0.40, 0.42, 0.41]}
+    table = effects(paired_deltas(runs(hurt, archs), expected(archs), buys=True), expected(archs))
+    assert table.loc["rotation", "verdict"] == "hurts (2 of 2)"
+
+
+def test_the_full_presets_leaderboard_shows_the_published_accuracy_beside_the_measured_one():
+    from cifarbench.report.render import Table
+    from cifarbench.report.sections import Inputs, leaderboard_section
+
+    board = pd.DataFrame({"test_acc_mean": [0.9301, 0.5], "test_acc_std": [0.001, 0.01], "n": [3, 3],
+                          **{c: [1.0, 1.0] for c in ("params", "flops_per_image", "train_seconds", "images_per_s",
+                                                      "lr", "weight_decay")}, "optimizer": ["momentum"] * 2},
+                         index=pd.Index(["resnet18", "lstm"], name="arch"))
+    inputs = lambda preset: Inputs(preset, list(board.index), [], pd.DataFrame(), pd.DataFrame(),  # noqa: E731
+                                   pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), {}, {})
+    tables = [b for b in leaderboard_section(board, inputs("full")).blocks if isinstance(b, Table)]
+    published = tables[1].frame
+    assert published.loc["resnet18", "published %"] == "93.02" and "kuangliu" in published.loc["resnet18", "source"]
+    assert published.loc["resnet18", "measured % (mean ± sd)"] == "93.01 ± 0.10"
+    assert published.loc["lstm", "published %"] == "no published number"
+    assert len([b for b in leaderboard_section(board, inputs("default")).blocks if isinstance(b, Table)]) == 1
