@@ -30,6 +30,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from cifarbench import fastpaths
 from cifarbench.config import TrackingConfig, parse_section
 from cifarbench.data.commands import PREPARED
 from cifarbench.engine.fast import check_device
@@ -120,8 +121,9 @@ def train_stage(tree: dict, executor: ExecutorConfig) -> dict:
     gpu = any(c.train.device != "cpu" for c, _ in todo.values())
     with running(executor, gpu=gpu) as pool:
         pool.warm()
+        fast = _measured_fast_paths([c for c, _ in todo.values()], pool)
         runs = _specs([c for c, _ in todo.values()], {n: k for n, (_, k) in todo.items()},
-                      Tracker.open(tracking), data)
+                      Tracker.open(tracking), data, fast)
         results, failed = _execute(runs, pool, on_cell=lambda name, done: _finish_cell(*todo[name], done))
     if failed:
         raise CifarbenchError(f"{len(failed)} run(s) failed; the other runs finished and are kept, `dvc repro` "
@@ -129,7 +131,21 @@ def train_stage(tree: dict, executor: ExecutorConfig) -> dict:
     return {"cells": len(cells), "trained": len(todo), "runs": len(runs)}
 
 
-def _specs(cells: list[Cell], keys: dict[str, str], tracker: Tracker, data: dict) -> list[RunSpec]:
+def _measured_fast_paths(cells: list[Cell], executor: Executor) -> dict[str, dict]:
+    """Per architecture, the CPU fast paths measured for its baseline model (cifarbench.fastpaths), when
+    the runs train here on a CPU with fast paths on; {} otherwise (GPUs and Ray nodes keep the rule by
+    device: a Ray node's CPU is not this one)."""
+    from cifarbench.engine.fast import resolve_device
+
+    cpu = [c for c in cells if c.train.fast and resolve_device(c.train.device).type == "cpu"]
+    if executor.kind != "local" or not cpu:
+        return {}
+    models = {c.arch: (c.model.model_dump(exclude={"batch_norm", "dropout"}), c.train.batch_size) for c in cpu}
+    return fastpaths.choose(models, executor.threads, parallel=executor.slots)
+
+
+def _specs(cells: list[Cell], keys: dict[str, str], tracker: Tracker, data: dict,
+           fast: dict[str, dict]) -> list[RunSpec]:
     """The runs still to do, longest first (the matrix ends sooner when its longest runs start first)."""
     tags = {**provenance(), "data_md5": data["archive_md5"]}
     specs = []
@@ -138,11 +154,14 @@ def _specs(cells: list[Cell], keys: dict[str, str], tracker: Tracker, data: dict
         work.mkdir(parents=True, exist_ok=True)
         models = cell_dir(cell.preset, cell.arch, cell.ablation).resolve() / "models"
         models.mkdir(parents=True, exist_ok=True)
+        measured = fast.get(cell.arch) if cell.train.fast else None
+        cpu_paths = fastpaths.CANDIDATES[measured["choice"]] if measured else None
+        extra = {"fast.measured": fastpaths.describe(measured)} if measured else {}
         for seed in cell.seeds:
             identity = {"preset": cell.preset, "arch": cell.arch, "ablation": cell.ablation, "seed": str(seed)}
             specs.append(RunSpec(cell, seed, PREPARED.resolve(), work, models, tracker,
-                                 {**tags, **identity, "ablation_group": cell.group, "config_hash": cell.config_hash(),
-                                  "cell_key": keys[cell.name]}))
+                                 {**tags, **identity, **extra, "ablation_group": cell.group,
+                                  "config_hash": cell.config_hash(), "cell_key": keys[cell.name]}, cpu_paths))
     return sorted(specs, key=_cost, reverse=True)
 
 

@@ -42,6 +42,7 @@ class RunSpec:
     models_dir: Path  # the cell's DVC output folder for weights, absolute
     tracker: Tracker
     tags: dict[str, str]  # provenance, identity, config hash
+    cpu_paths: tuple[str | None, bool] | None = None  # measured on this CPU for this model (cifarbench.fastpaths)
 
     @property
     def name(self) -> str:
@@ -77,8 +78,10 @@ def train_run(spec: RunSpec) -> dict:
             log.log_epoch(dataclasses.asdict(record), record.epoch)
 
         started = time.perf_counter()
-        result = fit(model, train, val, cell.train, seed=seed, checkpoint=spec.file(".pt"), on_epoch=record_epoch)
-        tested = evaluate(model, test, batch_size=cell.train.eval_batch_size, fast=cell.train.fast)
+        result = fit(model, train, val, cell.train, seed=seed, checkpoint=spec.file(".pt"), on_epoch=record_epoch,
+                     cpu_paths=spec.cpu_paths)
+        tested = evaluate(model, test, batch_size=cell.train.eval_batch_size, fast=cell.train.fast,
+                          cpu_paths=spec.cpu_paths)
         summary = {
             "status": result.status,
             "test_acc": tested.accuracy,

@@ -64,13 +64,13 @@ def provenance() -> dict[str, str]:
         "torch_version": torch.__version__,
         "mlflow_version": mlflow.__version__,
         "python_version": platform.python_version(),
-        "host_cpu": _cpu_model(),
+        "host_cpu": cpu_model(),
         "host_gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "none",
         "host_cores": str(os.cpu_count()),
     }
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     """The CPU's model name (/proc/cpuinfo on Linux), so throughput is compared only on like hardware."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -83,10 +83,14 @@ def autocast_dtype(device: torch.device) -> str | None:
     return None
 
 
-def choose(device: torch.device, *, fast: bool, compile: bool) -> FastPaths:
+def choose(device: torch.device, *, fast: bool, compile: bool,
+           cpu: tuple[str | None, bool] | None = None) -> FastPaths:
+    """The fast paths of a run. `cpu`: (autocast dtype or None, channels_last) measured on this CPU for this
+    model (cifarbench.fastpaths), which then replaces the flag-based rule on a CPU."""
+    measured = cpu is not None and device.type == "cpu" and fast
     return FastPaths(
         device=str(device),
-        autocast=autocast_dtype(device) if fast else None,
-        channels_last=fast and device.type == "cuda",
+        autocast=(cpu[0] if measured else autocast_dtype(device)) if fast else None,
+        channels_last=(cpu[1] if measured else device.type == "cuda") and fast,
         compiled=compile,
     )

@@ -62,11 +62,12 @@ class EvalResult:
 
 
 def evaluate(
-    model: nn.Module, split: Split, *, batch_size: int = 512, device: str | torch.device | None = None, fast: bool = True
+    model: nn.Module, split: Split, *, batch_size: int = 512, device: str | torch.device | None = None, fast: bool = True,
+    cpu_paths: tuple[str | None, bool] | None = None,
 ) -> EvalResult:
     """Evaluate in eval mode without gradients; the model's train/eval mode is restored afterwards."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    paths = choose(device, fast=fast, compile=False)
+    paths = choose(device, fast=fast, compile=False, cpu=cpu_paths)
     return _evaluate(model, to_nchw(split.images.to(device)), split.labels.to(device), batch_size, paths)
 
 
@@ -79,18 +80,20 @@ def fit(
     seed: int,
     checkpoint: Path | str | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
+    cpu_paths: tuple[str | None, bool] | None = None,
 ) -> FitResult:
     """Train `model` in place for `cfg.epochs` epochs (or until early stopping or divergence).
 
     `checkpoint`: resumed from when it exists, else written (atomically) after every epoch; a finished
     run's checkpoint returns its result without training. `on_epoch` gets each epoch's record after the
-    checkpoint is written; an exception it raises (e.g. optuna's TrialPruned) propagates.
+    checkpoint is written; an exception it raises (e.g. optuna's TrialPruned) propagates. `cpu_paths`:
+    (autocast dtype, channels_last) measured for this model on this CPU (cifarbench.fastpaths).
     Weight decay: coupled L2 for sgd/momentum/adam, decoupled for adamw; none on biases and norm
     layers unless `exclude_norm_and_bias_from_decay` is off. With early stopping enabled the model
     ends with its best-validation weights (also after an early stop or a divergence).
     """
     device = resolve_device(cfg.device)
-    paths = choose(device, fast=cfg.fast, compile=cfg.compile)
+    paths = choose(device, fast=cfg.fast, compile=cfg.compile, cpu=cpu_paths)
     cuda = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)

@@ -69,6 +69,7 @@ class Done:
 
 
 class Executor(Protocol):
+    kind: str  # local | ray
     slots: int  # runs that execute at once
     threads: int  # torch threads of one run
     where: str  # one line for the log: which executor, how many slots, on what

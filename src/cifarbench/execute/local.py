@@ -31,6 +31,8 @@ PRELOAD = ("mlflow", "mlflow.store.tracking.sqlalchemy_store", "optuna", "cifarb
 
 
 class LocalExecutor:
+    kind = "local"
+
     def __init__(self, cfg: ExecutorConfig, *, gpu: bool):
         import torch
 

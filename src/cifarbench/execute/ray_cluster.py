@@ -21,6 +21,8 @@ from cifarbench.execute import Done, ExecutorConfig
 
 
 class RayExecutor:
+    kind = "ray"
+
     def __init__(self, cfg: ExecutorConfig, *, gpu: bool):
         try:
             import ray

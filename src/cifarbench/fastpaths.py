@@ -1,0 +1,104 @@
+"""CPU fast paths chosen by a short measurement on this machine, per model, cached and recorded.
+
+Which of fp32, bf16 autocast and bf16 autocast + channels_last trains a model fastest depends on the CPU,
+the model and the batch, not on CPU flags alone. Measured on an AVX512-BF16 Xeon at 1 thread: bf16 without
+channels_last was 0.86x of fp32 for vgg11@0.125 and 0.99x for googlenet@0.0625, bf16 + channels_last
+1.04x and 1.54x; on an AVX2-only EPYC emulated bf16 is ~2.5x slower and channels_last hung in oneDNN.
+
+So before the train stage fans out, each architecture's baseline model is timed for a few training steps
+under each candidate, in a subprocess with a time limit (a hang costs that candidate, nothing else), at
+the thread count the runs use. A candidate is chosen only if it beats fp32 by MIN_GAIN (else exact fp32).
+The choice is cached in `runs/fast-paths.json` per (CPU model, torch version, threads, model, batch), so a
+machine measures once, and each run records it (tags `fast.autocast`, `fast.channels_last`,
+`fast.measured`). The choice is not part of a cell's key: moving the repository to another machine does
+not retrain finished cells, and throughput is only ever compared on the same CPU model (nightly).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from cifarbench.io import read_json, write_json_atomic
+
+CACHE = Path("runs/fast-paths.json")
+CANDIDATES = {"fp32": (None, False), "bf16": ("bfloat16", False), "bf16+channels_last": ("bfloat16", True)}
+MIN_GAIN = 1.05  # below a 5% gain, exact fp32 is worth more than speed (and 5% is within run-to-run drift)
+PROBE_TIMEOUT_S = 120  # one model, all candidates: ~5-30 s measured; past this a candidate hung
+
+
+def choose(models: dict[str, tuple[dict, int]], threads: int, *, parallel: int = 1, cache: Path = CACHE) -> dict:
+    """{name: {"choice": candidate, "measured": {candidate: images/s or None}}} for each
+    name -> (model config as a dict, batch size); measured here once, then read from `cache`."""
+    from cifarbench.tracking import cpu_model
+    import torch
+
+    machine = f"{cpu_model()}|torch {torch.__version__}|{threads} thread(s)"
+    known = read_json(cache) if cache.is_file() else {}
+    keys = {name: _key(machine, cfg, batch) for name, (cfg, batch) in models.items()}
+    todo = {name: models[name] for name, key in keys.items() if key not in known}
+    if todo:
+        print(f"fast paths: timing {', '.join(CANDIDATES)} for {len(todo)} model(s) on this CPU "
+              f"({threads} thread(s); once per machine, cached in {cache})", flush=True)
+        with ThreadPoolExecutor(max(1, parallel)) as pool:
+            measured = dict(zip(todo, pool.map(lambda m: _probe(*m, threads), todo.values())))
+        known |= {keys[name]: {"measured": m, "choice": _best(m)} for name, m in measured.items()}
+        write_json_atomic(cache, known)
+    return {name: known[key] for name, key in keys.items()}
+
+
+def _key(machine: str, cfg: dict, batch: int) -> str:
+    return hashlib.sha256(json.dumps([machine, cfg, batch], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _best(measured: dict[str, float | None]) -> str:
+    base = measured.get("fp32") or 0.0
+    faster = {k: v for k, v in measured.items() if v and base and v >= MIN_GAIN * base}
+    return max(faster, key=faster.get) if faster else "fp32"
+
+
+def _probe(cfg: dict, batch: int, threads: int) -> dict[str, float | None]:
+    """Images/s per candidate, each measured after the last in one subprocess; None for a candidate the
+    subprocess did not finish in time (hung or crashed) and for those after it."""
+    request = json.dumps({"model": cfg, "batch": batch, "threads": threads})
+    try:
+        done = subprocess.run([sys.executable, "-m", "cifarbench.fastpaths", request], capture_output=True, text=True,
+                              timeout=PROBE_TIMEOUT_S)
+        out = done.stdout
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
+    measured = dict.fromkeys(CANDIDATES)
+    for line in out.splitlines():
+        name, _, value = line.partition(" ")
+        if name in measured:
+            measured[name] = float(value)
+    return measured
+
+
+def _measure(request: dict) -> None:
+    """The subprocess: time a few training steps per candidate, print `<candidate> <images/s>` as each ends."""
+    import torch
+
+    from cifarbench.models import ModelConfig, build_model_from
+    from cifarbench.models.profile import throughput
+
+    torch.set_num_threads(request["threads"])
+    torch.manual_seed(0)
+    model = build_model_from(ModelConfig.model_validate(request["model"]))
+    for name, (autocast, channels_last) in CANDIDATES.items():
+        speed = throughput(model, batch_size=request["batch"], train=True, dtype="bf16" if autocast else "fp32",
+                           channels_last=channels_last, warmup=3, repeats=5, max_seconds=3.0)
+        print(f"{name} {speed:.1f}", flush=True)
+
+
+def describe(entry: dict) -> str:
+    """One line for a run's tag: what was measured, in images/s."""
+    return ", ".join(f"{k} {v:,.0f}" if v else f"{k} failed" for k, v in entry["measured"].items()) + " img/s"
+
+
+if __name__ == "__main__":
+    _measure(json.loads(sys.argv[1]))
