@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -71,7 +73,8 @@ def train_run(spec: RunSpec) -> dict:
     id_file = spec.file(".mlflow-run")
     resume = id_file.read_text().strip() if id_file.is_file() else None
     params = {**cell.config(), "seed": seed}
-    with spec.tracker.training_run(spec.name, spec.tags | {"host": socket.gethostname()}, params, resume) as log:
+    where = placement()
+    with spec.tracker.training_run(spec.name, spec.tags | where, params, resume) as log:
         id_file.write_text(log.run_id)
 
         def record_epoch(record: EpochRecord) -> None:
@@ -98,7 +101,7 @@ def train_run(spec: RunSpec) -> dict:
         per_class = {f"test_acc_{name}": acc for name, acc in zip(CLASSES, tested.per_class_accuracy)}
         fast_paths = result.fast_paths | {"threads": torch.get_num_threads()}
         log.log_final({k: v for k, v in summary.items() if isinstance(v, (int, float)) and v == v} | per_class,
-                      {"status": result.status, **{f"fast.{k}": str(v) for k, v in fast_paths.items()}})
+                      {"status": result.status, **where, **{f"fast.{k}": str(v) for k, v in fast_paths.items()}})
         confusion = spec.file("-confusion.json")
         write_json_atomic(confusion, {"classes": list(CLASSES), "confusion": tested.confusion})
         log.log_artifact(confusion)
@@ -109,6 +112,19 @@ def train_run(spec: RunSpec) -> dict:
     out = {"summary": summary | {"run_id": log.run_id, "fast_paths": fast_paths}, "history": history}
     write_json_atomic(done, out)
     return out
+
+
+def placement() -> dict[str, str]:
+    """Where this attempt of a run ran: host, Ray node id ('local' outside Ray) and the GPUs it was given.
+    Set when the run starts and again when it ends: a run retried on another node names where it finished."""
+    worker = "local"
+    if "ray" in sys.modules:  # never import Ray (0.5 s) in a local worker
+        import ray
+
+        if ray.is_initialized():
+            worker = ray.get_runtime_context().get_node_id()
+    return {"host": socket.gethostname(), "worker": worker,
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
 
 
 def _median(values: list[float]) -> float:
