@@ -33,7 +33,7 @@ def lock_problem(path: Path = LOCK) -> str | None:
     try:
         COMPILED_LOCKFILE_SCHEMA(parse_yaml(path.read_text(), str(path)) or {})
     except YAMLFileCorruptedError as exc:
-        return f"not valid YAML ({exc.__cause__ or exc})"
+        return f"not valid YAML ({' '.join(str(exc.__cause__ or exc).split())})"
     except Invalid as exc:
         return f"not a valid lock file ({exc})"
     return None
