@@ -16,6 +16,7 @@ from cifarbench.errors import CifarbenchError
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("cifarbench.data.commands", "download, verify and split CIFAR-10 as params.yaml `data` says"),
+    "doctor": ("cifarbench.doctor", "find and repair what a killed run can leave damaged: dvc.lock, Optuna journal, MLflow store"),
     "models": ("cifarbench.models.commands", "list the architectures: parameters, FLOPs; --bench measures images/s"),
     "nightly": ("cifarbench.nightly.command", "run the nightly preset, compare with the baseline, exit 1 on regressions"),
     "report": ("cifarbench.report.build", "build reports/comparison.{md,html} from the MLflow runs; --open views it"),

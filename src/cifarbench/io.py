@@ -44,13 +44,13 @@ def remove_stale_temps(path: Path | str) -> list[Path]:
     removed = []
     for tmp in path.parent.glob(f".{path.name}.*.tmp*") if path.parent.is_dir() else []:
         match = pattern.fullmatch(tmp.name)
-        if match and tmp.is_file() and not _alive(int(match.group(1))):
+        if match and tmp.is_file() and not pid_alive(int(match.group(1))):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
     try:

@@ -12,9 +12,11 @@ earlier runs of the same (preset, arch, ablation, seed) are re-tagged `cifarbenc
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import platform
+import sqlite3
 import subprocess
 import time
 import uuid
@@ -24,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from cifarbench.config import TrackingConfig
+from cifarbench.errors import CifarbenchError
+from cifarbench.io import remove_stale_temps
 
 CURRENT = "cifarbench.current"
 IDENTITY = ("preset", "arch", "ablation", "seed")  # tags that name one run of the benchmark
@@ -181,22 +185,67 @@ def _artifacts_beside(uri: str) -> str | None:
 
 def create_sqlite_store(uri: str) -> None:
     """Create a local SQLite store out of place and move it in whole: a process killed during MLflow's
-    schema migrations (~1 s) used to leave a half-made mlflow.db that every later run failed on."""
+    schema migrations (~1 s) used to leave a half-made mlflow.db that every later run failed on. An
+    existing store is checked instead (check_sqlite_store)."""
     prefix = "sqlite:///"
-    if not uri.startswith(prefix) or Path(uri[len(prefix):]).exists():
+    if not uri.startswith(prefix):
+        return
+    path = Path(uri[len(prefix):])
+    if path.exists():
+        check_sqlite_store(uri)
         return
     from mlflow.tracking import MlflowClient
 
-    path = Path(uri[len(prefix):])
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # unique: MLflow caches stores by URI
+    remove_stale_temps(path)  # stores half-made by killed processes
+    # pid: a killed creator's leftover is recognised as stale; uuid: MLflow caches stores by URI
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{uuid.uuid4().hex}")
     try:
         MlflowClient(prefix + str(tmp)).search_experiments()  # runs the migrations
         _dispose_engines()
         if not path.exists():
             os.replace(tmp, path)
+    except Exception as exc:
+        if _disk_full(exc):
+            raise CifarbenchError(f"disk full (or failing) while creating the MLflow store {path} in {path.parent}: "
+                                  "free space there and run again") from exc
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_sqlite_store(uri: str) -> None:
+    """Raise naming the file if a local SQLite store is not a whole MLflow store: one left half-made by a
+    process killed during MLflow's schema migrations (older cifarbench, or another tool), or not SQLite."""
+    prefix = "sqlite:///"
+    path = Path(uri[len(prefix):]) if uri.startswith(prefix) else None
+    if path is None or not path.is_file():
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("select name from sqlite_master where type = 'table'")}
+    except sqlite3.DatabaseError as exc:
+        tables, why = None, f"is not a readable SQLite database ({exc})"
+    if tables is not None:
+        temporary = sorted(t for t in tables if t.startswith("_alembic_tmp_"))
+        why = (f"was left half-made by a process killed during MLflow's schema migrations (table {temporary[0]})"
+               if temporary else "has no alembic_version table: it is not a complete MLflow store"
+               if tables and "alembic_version" not in tables else None)
+    if why:
+        raise CifarbenchError(f"the MLflow store {path} {why}. Move it aside (`mv {path} {path}.broken`) and "
+                              "run again: a fresh store is created; the runs in the old file stay there, not shown "
+                              "(finished cells are not trained again)")
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Whether an error (or its cause) is a full disk or a file-size limit (SQLite: 'database or disk is full')."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            return True
+        if any(what in str(exc) for what in ("disk is full", "disk I/O error", "File too large")):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _dispose_engines() -> None:

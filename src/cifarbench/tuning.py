@@ -38,7 +38,9 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import socket
+import sys
 import tempfile
 import time
 import warnings
@@ -70,6 +72,7 @@ MAX_RETRIES = 2  # a trial whose process keeps dying (out of memory, say) is the
 OWNER = "owner"  # trial user attr: host/pid@start-time of the coordinator that asked it
 RECIPE = "recipe"  # trial user attr: the untuned recipe values (trial 0)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+LOCK_TIMEOUT_S = 120.0  # a journal append takes milliseconds; a holder this slow is hung, not busy
 
 
 def _increasing(bounds: tuple[float, float]) -> tuple[float, float]:
@@ -191,25 +194,83 @@ def open_storage(url: str, cfg: TuneConfig) -> optuna.storages.BaseStorage:
                                           heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
                                               max_retry=MAX_RETRIES))
     Path(url).parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url, FlockLock(f"{url}.lock")))
+    try:  # reads the whole journal
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url, FlockLock(f"{url}.lock")))
+    except ValueError as exc:  # json.JSONDecodeError, or Optuna's "Invalid log format."
+        raise CifarbenchError(f"{url}: the Optuna journal is damaged inside ({exc}). Move it aside (`mv {url} "
+                              f"{url}.broken`) and run again: the studies start over") from exc
 
 
 class FlockLock:
     """The journal's write lock (Optuna's BaseJournalFileLock interface) as an fcntl lock, which the kernel
     releases when its holder dies: Optuna's default symlink lock, left behind by a SIGKILL mid-write,
-    blocked every later writer (Optuna 5.0: its stale-lock timeout never fires)."""
+    blocked every later writer (Optuna 5.0: its stale-lock timeout never fires). The holder writes its
+    host/pid into the lock file, so a wait that times out can name it. Before each append the journal's
+    torn last line, if any, is cut off (repair_journal)."""
 
-    def __init__(self, path: str):
-        self.path, self.fd = path, -1
+    def __init__(self, path: str, timeout_s: float = LOCK_TIMEOUT_S, repair: bool = True):
+        self.path, self.fd, self.timeout_s, self.repair = path, -1, timeout_s, repair
 
     def acquire(self) -> bool:
-        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+                    os.close(fd)
+                    raise CifarbenchError(
+                        f"{self.path}: the Optuna journal's lock was held for more than {self.timeout_s:.0f} s "
+                        f"(by {holder}, host/pid). If that process hangs, stop it (its lock goes with it) and "
+                        "run again") from None
+                time.sleep(0.05)
+        self.fd = fd
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, _me().encode(), 0)
+        if self.repair and self.path.endswith(".lock"):
+            _cut_torn_line(Path(self.path.removesuffix(".lock")))
         return True
 
     def release(self) -> None:
         fd, self.fd = self.fd, -1
         os.close(fd)  # closing drops the lock
+
+
+def repair_journal(url: str) -> str | None:
+    """Cut off the torn last line of a journal file, under its lock; returns what was done, or None."""
+    if "://" in url or not Path(url).is_file():
+        return None
+    lock = FlockLock(f"{url}.lock", repair=False)
+    lock.acquire()
+    try:
+        return _cut_torn_line(Path(url))
+    finally:
+        lock.release()
+
+
+def _cut_torn_line(path: Path) -> str | None:
+    """A journal's last line cut short (disk full or a kill mid-append) is tolerated by Optuna only until
+    the next append lands behind it; then every read raises. Cut it off, keeping the whole file as
+    `<journal>.torn-<time>`. The caller holds the journal's lock."""
+    if not path.is_file():
+        return None
+    with open(path, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0 or os.pread(f.fileno(), 1, size - 1) == b"\n":
+            return None
+        start = max(0, size - (1 << 20))  # journal lines are a few hundred bytes
+        tail = os.pread(f.fileno(), size - start, start)
+        keep = start + tail.rfind(b"\n") + 1 if b"\n" in tail else 0
+        aside = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%d-%H%M%S')}")
+        shutil.copy2(path, aside)
+        f.truncate(keep)
+    message = (f"{path}: its last line was cut short ({size - keep} bytes: a write interrupted, e.g. disk full); "
+               f"cut off, the whole file kept as {aside}")
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+    return message
 
 
 @contextlib.contextmanager

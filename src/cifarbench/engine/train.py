@@ -232,6 +232,8 @@ class _Run:
 
     def load(self, path: Path | str) -> None:
         state = load_checkpoint(path, config=self.cfg.model_dump(mode="json"), seed=self.seed)
+        if state is None:  # unreadable, moved aside: start over (nothing drew from the generators yet)
+            return
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from cifarbench.config import TrackingConfig, load_params, parse_section
 from cifarbench.errors import ConfigError
-from cifarbench.io import atomic_path, write_json_atomic
+from cifarbench.io import atomic_path, pid_alive, write_json_atomic
 from cifarbench.pipeline import tuned_path
 from cifarbench.plan import all_cells, load_plan, read_tuned
 from cifarbench.report import tables
@@ -87,7 +87,13 @@ def write_report(inputs: Inputs, out: Path = REPORTS) -> dict:
 
 
 def _replace_folder(folder: Path, files: dict[str, bytes]) -> None:
-    """Fill a fresh temporary folder, then swap it in: no stale figure of an earlier plan survives."""
+    """Fill a fresh temporary folder, then swap it in: no stale figure of an earlier plan survives. A kill
+    between the two renames leaves no `folder` (never a half-filled one); the next report makes it whole.
+    Leftovers of killed reports (`.figures.<pid>.tmp/.old`) are removed."""
+    for stale in folder.parent.glob(f".{folder.name}.*.*") if folder.parent.is_dir() else []:
+        pid = stale.name.split(".")[2]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
