@@ -287,7 +287,7 @@ def test_early_stopping_keeps_its_own_noise_out_of_the_pool():
     judged on its own seeds, so one wild seed there neither widens nor narrows the others' intervals."""
     expected = pd.DataFrame([
         {"arch": "vgg11", "ablation": name, "group": "regularization", "seeds": [0, 1, 2],
-         "early_stop": name == "early_stop", "applies": True}
+         "early_stop": name == "early_stop", "applies": True, "technique": name, "with_": name, "without": "baseline"}
         for name in ("baseline", "no_reg", "no_l2", "early_stop")])
     acc = {"baseline": [0.50, 0.52, 0.51], "no_reg": [0.45, 0.48, 0.46], "no_l2": [0.49, 0.50, 0.50],
            "early_stop": [0.51, 0.22, 0.50]}
