@@ -20,6 +20,9 @@ left running by a coordinator that is gone (on the same machine: its pid is gone
 serves one machine, also any other host's; on an RDB storage: its heartbeat stopped) is marked failed
 and its parameters are queued again, at most MAX_RETRIES times. A trial whose loss stops being finite is pruned
 and tagged `diverged`, so TPE learns to avoid its region and it can never be the best.
+Several coordinators may share a study (`cifarbench tune` on several machines): on one machine their
+budget checks and asks are serialized by a file lock, so together they fill the budget exactly; across
+machines nothing serializes them, and each extra coordinator may ask at most one trial over the budget.
 
 Which ablations take the tuned values (plan.py merges them before the ablation): all take the tuned lr;
 all but `no_reg`, `no_l2` and `l1` (which set weight decay to 0) take the tuned weight decay. A baseline
@@ -170,12 +173,29 @@ def shown(url: str) -> str:
 
 
 def open_storage(url: str, cfg: TuneConfig) -> optuna.storages.BaseStorage:
-    if "://" in url:  # a trial whose heartbeat stopped is failed and queued again (Optuna's own callback)
+    if "://" in url:
+        return _rdb_storage(url, cfg)
+    Path(url).parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url, FlockLock(f"{url}.lock")))
+
+
+def _rdb_storage(url: str, cfg: TuneConfig, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """An RDB storage; a trial whose heartbeat stopped is failed and queued again (Optuna's own callback).
+    Coordinators that open a new, empty database at once race in Optuna's schema creation (measured on
+    PostgreSQL: the loser fails on a duplicate `alembic_version` table), and no lock spans machines: the
+    loser tries again once the winner has made the schema."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    def storage() -> optuna.storages.RDBStorage:
         return optuna.storages.RDBStorage(url, heartbeat_interval=cfg.heartbeat_s, grace_period=3 * cfg.heartbeat_s,
                                           heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
                                               max_retry=MAX_RETRIES))
-    Path(url).parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url, FlockLock(f"{url}.lock")))
+
+    for attempt in range(attempts - 1):
+        with contextlib.suppress(IntegrityError, ProgrammingError):  # a duplicate table, type or version row
+            return storage()
+        time.sleep(0.5 * (attempt + 1))
+    return storage()
 
 
 class FlockLock:
