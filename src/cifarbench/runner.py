@@ -70,8 +70,7 @@ def train_run(spec: RunSpec) -> dict:
     id_file = spec.file(".mlflow-run")
     resume = id_file.read_text().strip() if id_file.is_file() else None
     params = {**cell.config(), "seed": seed}
-    with spec.tracker.training_run(spec.name, spec.tags | {"host": socket.gethostname()}, params, resume) as log:
-        id_file.write_text(log.run_id)
+    with spec.tracker.training_run(spec.name, spec.tags | {"host": socket.gethostname()}, params, resume, id_file) as log:
 
         def record_epoch(record: EpochRecord) -> None:
             log.log_epoch(dataclasses.asdict(record), record.epoch)
