@@ -569,20 +569,37 @@ class StudyLog:
 
     def finish(self, summary: dict, importance: dict[str, float]) -> None:
         """Log the study's results on the parent and make it the current tuning run of (preset, arch)."""
-        from mlflow.entities import Metric, Param
+        from mlflow.entities import Metric
 
         now, run_id = int(time.time() * 1000), self.parent_run_id
         values = {"best_val_acc": summary["best_val_acc"], "epochs_trained": summary["epochs_trained"],
                   **{f"trials_{k}": v for k, v in summary["trials"].items()},
                   **{f"importance.{k}": v for k, v in importance.items()}}
-        metrics = [Metric(k, float(v), now, 0) for k, v in values.items() if v is not None]
-        logged = self.client.get_run(run_id).data.params
-        params = [Param(f"best.{k}", str(v)) for k, v in summary["optimizer"].items() if f"best.{k}" not in logged]
-        self.client.log_batch(run_id, metrics=metrics, params=params if summary["tuned"] else [])
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in values.items() if v is not None])
+        if summary["tuned"]:
+            self._log_best(summary["optimizer"])
         self.client.set_tag(run_id, "tuned", str(summary["tuned"]).lower())
         mark_current(self.client, self.experiment_id, run_id,
                      f"tags.`cifarbench.kind` = 'tune' and tags.arch = '{self.arch}' and tags.preset = '{self.preset}'")
         self.client.set_terminated(run_id, "FINISHED")
+
+    def _log_best(self, optimizer: dict[str, float]) -> None:
+        """The best values as params of the parent (immutable in MLflow, so logged once). Coordinators
+        sharing a study finish at about the same time and race to insert them (measured on PostgreSQL:
+        the loser's insert failed on the primary key): the loser finds them logged and goes on."""
+        from mlflow.entities import Param
+        from mlflow.exceptions import MlflowException
+
+        def missing() -> list:
+            logged = self.client.get_run(self.parent_run_id).data.params
+            return [Param(f"best.{k}", str(v)) for k, v in optimizer.items() if f"best.{k}" not in logged]
+
+        try:
+            if params := missing():
+                self.client.log_batch(self.parent_run_id, params=params)
+        except MlflowException:
+            if missing():
+                raise
 
 
 def _param(key: str, value) -> "object":
