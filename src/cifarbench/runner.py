@@ -74,8 +74,7 @@ def train_run(spec: RunSpec) -> dict:
     resume = id_file.read_text().strip() if id_file.is_file() else None
     params = {**cell.config(), "seed": seed}
     where = placement()
-    with spec.tracker.training_run(spec.name, spec.tags | where, params, resume) as log:
-        id_file.write_text(log.run_id)
+    with spec.tracker.training_run(spec.name, spec.tags | where, params, resume, id_file) as log:
 
         def record_epoch(record: EpochRecord) -> None:
             log.log_epoch(dataclasses.asdict(record), record.epoch)

@@ -138,10 +138,12 @@ class Tracker:
 
     @contextlib.contextmanager
     def training_run(self, name: str, tags: Mapping[str, str], params: Mapping[str, Any],
-                     resume_run_id: str | None = None) -> Iterator[RunLog]:
+                     resume_run_id: str | None = None, id_file: Path | None = None) -> Iterator[RunLog]:
         """Start (or, after a killed process, resume) the MLflow run `name`; ends it FINISHED or FAILED.
-        Client API only: the fluent API's global state (and the MLFLOW_TRACKING_URI it sets) would leak
-        between the runs one worker process executes."""
+        A new run's id goes to `id_file` as soon as the run exists, so a process killed from then on is
+        resumed in this run (not left RUNNING beside a second one). Client API only: the fluent API's
+        global state (and the MLFLOW_TRACKING_URI it sets) would leak between the runs one worker process
+        executes."""
         from mlflow.entities import Param
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
@@ -152,9 +154,11 @@ class Tracker:
             client.update_run(run_id, status="RUNNING")
         else:
             run_id = client.create_run(self.experiment_id, run_name=name, tags={**tags, CURRENT: "false"}).info.run_id
-            flat = [Param(k, _param(v)) for k, v in flatten(params).items()]
-            for start in range(0, len(flat), 100):  # MLflow takes at most 100 params per batch
-                client.log_batch(run_id, params=flat[start:start + 100])
+            if id_file is not None:
+                id_file.write_text(run_id)
+        flat = [Param(k, _param(v)) for k, v in flatten(params).items()]
+        for start in range(0, len(flat), 100):  # at most 100 per batch; logged again on resume (a kill may have
+            client.log_batch(run_id, params=flat[start:start + 100])  # cut them short; same values are allowed)
         monitor = SystemMetricsMonitor(run_id, sampling_interval=SYSTEM_METRICS_INTERVAL_S,
                                        resume_logging=run_id == resume_run_id, tracking_uri=self.uri)
         monitor.start()

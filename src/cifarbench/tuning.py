@@ -20,6 +20,9 @@ left running by a coordinator that is gone (on the same machine: its pid is gone
 serves one machine, also any other host's; on an RDB storage: its heartbeat stopped) is marked failed
 and its parameters are queued again, at most MAX_RETRIES times. A trial whose loss stops being finite is pruned
 and tagged `diverged`, so TPE learns to avoid its region and it can never be the best.
+Several coordinators may share a study (`cifarbench tune` on several machines): on one machine their
+budget checks and asks are serialized by a file lock, so together they fill the budget exactly; across
+machines nothing serializes them, and each extra coordinator may ask at most one trial over the budget.
 
 Which ablations take the tuned values (plan.py merges them before the ablation): all take the tuned lr;
 all but `no_reg`, `no_l2` and `l1` (which set weight decay to 0) take the tuned weight decay. A baseline
@@ -189,16 +192,33 @@ def shown(url: str) -> str:
 
 
 def open_storage(url: str, cfg: TuneConfig) -> optuna.storages.BaseStorage:
-    if "://" in url:  # a trial whose heartbeat stopped is failed and queued again (Optuna's own callback)
-        return optuna.storages.RDBStorage(url, heartbeat_interval=cfg.heartbeat_s, grace_period=3 * cfg.heartbeat_s,
-                                          heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                                              max_retry=MAX_RETRIES))
+    if "://" in url:
+        return _rdb_storage(url, cfg)
     Path(url).parent.mkdir(parents=True, exist_ok=True)
     try:  # reads the whole journal
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url, FlockLock(f"{url}.lock")))
     except ValueError as exc:  # json.JSONDecodeError, or Optuna's "Invalid log format."
         raise CifarbenchError(f"{url}: the Optuna journal is damaged inside ({exc}). Move it aside (`mv {url} "
                               f"{url}.broken`) and run again: the studies start over") from exc
+
+
+def _rdb_storage(url: str, cfg: TuneConfig, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """An RDB storage; a trial whose heartbeat stopped is failed and queued again (Optuna's own callback).
+    Coordinators that open a new, empty database at once race in Optuna's schema creation (measured on
+    PostgreSQL: the loser fails on a duplicate `alembic_version` table), and no lock spans machines: the
+    loser tries again once the winner has made the schema."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    def storage() -> optuna.storages.RDBStorage:
+        return optuna.storages.RDBStorage(url, heartbeat_interval=cfg.heartbeat_s, grace_period=3 * cfg.heartbeat_s,
+                                          heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                                              max_retry=MAX_RETRIES))
+
+    for attempt in range(attempts - 1):
+        with contextlib.suppress(IntegrityError, ProgrammingError):  # a duplicate table, type or version row
+            return storage()
+        time.sleep(0.5 * (attempt + 1))
+    return storage()
 
 
 class FlockLock:
@@ -641,7 +661,7 @@ class StudyLog:
 
     def finish(self, summary: dict, importance: dict[str, float]) -> None:
         """Log the study's results on the parent and make it the current tuning run of (preset, arch)."""
-        from mlflow.entities import Metric, Param
+        from mlflow.entities import Metric
 
         now, run_id = int(time.time() * 1000), self.parent_run_id
         spread = summary.get("val_acc_range") or [None, None]
@@ -650,14 +670,31 @@ class StudyLog:
                   "val_acc_min": spread[0], "val_acc_max": spread[1],
                   **{f"trials_{k}": v for k, v in summary["trials"].items()},
                   **{f"importance.{k}": v for k, v in importance.items()}}
-        metrics = [Metric(k, float(v), now, 0) for k, v in values.items() if v is not None]
-        logged = self.client.get_run(run_id).data.params
-        params = [Param(f"best.{k}", str(v)) for k, v in summary["optimizer"].items() if f"best.{k}" not in logged]
-        self.client.log_batch(run_id, metrics=metrics, params=params if summary["tuned"] else [])
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in values.items() if v is not None])
+        if summary["tuned"]:
+            self._log_best(summary["optimizer"])
         self.client.set_tag(run_id, "tuned", str(summary["tuned"]).lower())
         mark_current(self.client, self.experiment_id, run_id,
                      f"tags.`cifarbench.kind` = 'tune' and tags.arch = '{self.arch}' and tags.preset = '{self.preset}'")
         self.client.set_terminated(run_id, "FINISHED")
+
+    def _log_best(self, optimizer: dict[str, float]) -> None:
+        """The best values as params of the parent (immutable in MLflow, so logged once). Coordinators
+        sharing a study finish at about the same time and race to insert them (measured on PostgreSQL:
+        the loser's insert failed on the primary key): the loser finds them logged and goes on."""
+        from mlflow.entities import Param
+        from mlflow.exceptions import MlflowException
+
+        def missing() -> list:
+            logged = self.client.get_run(self.parent_run_id).data.params
+            return [Param(f"best.{k}", str(v)) for k, v in optimizer.items() if f"best.{k}" not in logged]
+
+        try:
+            if params := missing():
+                self.client.log_batch(self.parent_run_id, params=params)
+        except MlflowException:
+            if missing():
+                raise
 
 
 def _param(key: str, value) -> "object":

@@ -5,8 +5,10 @@ Sizing: on a CPU, `cores // cpus_per_run` processes of `cpus_per_run` torch thre
 machine one process per GPU, each seeing only its own (CUDA_VISIBLE_DEVICES, set before torch starts).
 A worker that dies (killed, out of memory) breaks the whole pool (that is how ProcessPoolExecutor
 reports it): the pool is rebuilt and every run that was in flight is submitted again, up to
-`max_retries` times each; they resume from their checkpoints. Workers ignore SIGINT (Ctrl-C reaches
-the whole process group; the coordinator decides) and die with the coordinator (Linux PDEATHSIG), so a
+`max_retries` times each; they resume from their checkpoints. The pool is handed one run per worker at a
+time (the rest wait here), so "in flight" means running: a death charges an attempt to those runs only,
+not to the whole queued matrix behind them. Workers ignore SIGINT (Ctrl-C reaches the whole process
+group; the coordinator decides) and die with the coordinator (Linux PDEATHSIG), so a
 killed stage leaves no process behind.
 """
 
@@ -20,6 +22,7 @@ import os
 import signal
 import sys
 import traceback
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Hashable
 
@@ -48,7 +51,8 @@ class LocalExecutor:
         self.max_retries = cfg.max_retries
         on = f"{gpus} GPU(s)" if gpus else f"{cores} core(s)"
         self.where = f"local: {self.slots} worker process(es) x {self.threads} thread(s) on {on}"
-        self._futures: dict[cf.Future, tuple[Hashable, Callable, Any, int]] = {}
+        self._futures: dict[cf.Future, tuple[Hashable, Callable, Any, int]] = {}  # in the pool: running
+        self._queued: deque[tuple[Hashable, Callable, Any, int]] = deque()  # not yet handed to the pool
         self._given_up: list[Done] = []
         self._pool = self._start()
 
@@ -65,11 +69,17 @@ class LocalExecutor:
         for _ in range(self.slots):
             self._pool.submit(int)
 
-    def submit(self, key: Hashable, fn: Callable[[Any], Any], arg: Any, attempt: int = 0) -> None:
-        self._futures[self._pool.submit(_call, fn, arg)] = (key, fn, arg, attempt)
+    def submit(self, key: Hashable, fn: Callable[[Any], Any], arg: Any) -> None:
+        self._queued.append((key, fn, arg, 0))
+        self._feed()
+
+    def _feed(self) -> None:
+        while self._queued and len(self._futures) < self.slots:
+            run = self._queued.popleft()
+            self._futures[self._pool.submit(_call, *run[1:3])] = run
 
     def pending(self) -> int:
-        return len(self._futures) + len(self._given_up)
+        return len(self._futures) + len(self._queued) + len(self._given_up)
 
     def next_done(self) -> Done:
         while not self._given_up:
@@ -80,6 +90,7 @@ class LocalExecutor:
                 self._restart()
                 continue
             key = self._futures.pop(future)[0]
+            self._feed()
             return Done(key, future.result()) if error is None else Done(key, error=_text(error))
         return self._given_up.pop(0)
 
@@ -91,12 +102,15 @@ class LocalExecutor:
         broken, self._futures = list(self._futures.values()), {}
         print(f"executor: a worker process died; {len(broken)} run(s) in flight start again from their "
               "checkpoints", file=sys.stderr, flush=True)
+        again = []
         for key, fn, arg, attempt in broken:
             if attempt >= self.max_retries:
                 self._given_up.append(Done(key, error=f"its worker process died {attempt + 1} time(s) "
                                                       "(killed, or out of memory)"))
             else:
-                self.submit(key, fn, arg, attempt + 1)
+                again.append((key, fn, arg, attempt + 1))
+        self._queued.extendleft(reversed(again))  # ahead of the runs that never started, in their order
+        self._feed()
 
     def close(self) -> None:
         """Stop every worker now (running runs are killed; their checkpoints stay)."""
@@ -107,6 +121,7 @@ class LocalExecutor:
         for process in processes:
             process.join()
         self._futures.clear()
+        self._queued.clear()
 
 
 def _text(error: BaseException) -> str:
