@@ -161,7 +161,7 @@ def wait_for(condition, timeout: float = 300.0) -> None:
 
 
 def test_a_killed_study_resumes_without_lost_or_stuck_trials(workdir):
-    tree = params(trials=4, epochs=4, pruner={"name": "none"})
+    tree = params(trials=4, epochs=8, pruner={"name": "none"})  # 8 epochs: a wide window for the kill
     child = run_child(workdir, tree)
     journal = workdir / STORAGE
 
@@ -176,13 +176,13 @@ def test_a_killed_study_resumes_without_lost_or_stuck_trials(workdir):
         if child.poll() is not None:
             raise AssertionError(child.stdout.read())
         states = trials()
-        return (any(t.state == TrialState.COMPLETE for t in states) and states[-1].state == TrialState.RUNNING
-                and len(states[-1].intermediate_values) == 1)  # 3 epochs to go: the kill lands mid-trial
+        return (any(t.state == TrialState.COMPLETE for t in states)
+                and any(t.state == TrialState.RUNNING and 1 <= len(t.intermediate_values) < 5 for t in states))
 
     wait_for(mid_trial_after_a_complete_one)
     child.send_signal(signal.SIGKILL)
     child.wait()
-    assert trials()[-1].state == TrialState.RUNNING  # left behind by the dead process
+    assert any(t.state == TrialState.RUNNING for t in trials())  # left behind by the dead process
 
     assert not alive_children(child.pid)  # its worker processes died with it
 

@@ -8,8 +8,8 @@ channels_last was 0.86x of fp32 for vgg11@0.125 and 0.99x for googlenet@0.0625, 
 So before the train stage fans out, each architecture's baseline model is timed for a few training steps
 under each candidate, in a subprocess with a time limit (a hang costs that candidate, nothing else), at
 the thread count the runs use. A candidate is chosen only if it beats fp32 by MIN_GAIN (else exact fp32).
-The choice is cached in `runs/fast-paths.json` per (CPU model, torch version, threads, model, batch), so a
-machine measures once, and each run records it (tags `fast.autocast`, `fast.channels_last`,
+The choice is cached in `~/.cache/cifarbench/fast-paths.json` (XDG_CACHE_HOME) per (CPU model, torch
+version, threads, model, batch), so a machine measures once and all its projects share the choice, and each run records it (tags `fast.autocast`, `fast.channels_last`,
 `fast.measured`). The choice is not part of a cell's key: moving the repository to another machine does
 not retrain finished cells, and throughput is only ever compared on the same CPU model (nightly).
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -25,18 +26,26 @@ from pathlib import Path
 
 from cifarbench.io import read_json, write_json_atomic
 
-CACHE = Path("runs/fast-paths.json")
+def _cache() -> Path:
+    """One file per machine (not per repository): every project and test on this machine trains with the
+    same choice, so their numbers agree. Delete it to measure again."""
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(root) / "cifarbench" / "fast-paths.json"
+
+
+
 CANDIDATES = {"fp32": (None, False), "bf16": ("bfloat16", False), "bf16+channels_last": ("bfloat16", True)}
 MIN_GAIN = 1.05  # below a 5% gain, exact fp32 is worth more than speed (and 5% is within run-to-run drift)
 PROBE_TIMEOUT_S = 120  # one model, all candidates: ~5-30 s measured; past this a candidate hung
 
 
-def choose(models: dict[str, tuple[dict, int]], threads: int, *, parallel: int = 1, cache: Path = CACHE) -> dict:
+def choose(models: dict[str, tuple[dict, int]], threads: int, *, parallel: int = 1, cache: Path | None = None) -> dict:
     """{name: {"choice": candidate, "measured": {candidate: images/s or None}}} for each
     name -> (model config as a dict, batch size); measured here once, then read from `cache`."""
     from cifarbench.tracking import cpu_model
     import torch
 
+    cache = cache or _cache()
     machine = f"{cpu_model()}|torch {torch.__version__}|{threads} thread(s)"
     known = read_json(cache) if cache.is_file() else {}
     keys = {name: _key(machine, cfg, batch) for name, (cfg, batch) in models.items()}

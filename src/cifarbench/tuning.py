@@ -485,7 +485,10 @@ class Study:
                 self._abandoned(study, study.get_trials(deepcopy=False)[t.number])
 
     def _abandoned(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self.log.end_trial(trial.user_attrs.get("mlflow_run_id"), "failed", {"reason": "its process died"})
+        # A coordinator killed between creating the trial's MLflow run and noting its id in the study left
+        # the run findable by its tags only.
+        run_id = trial.user_attrs.get("mlflow_run_id") or self.log.trial_run(trial.number)
+        self.log.end_trial(run_id, "failed", {"reason": "its process died"})
         retries = trial.user_attrs.get("retries", 0)
         if retries < MAX_RETRIES and trial.params:
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.user_attrs.get("retry_of", trial.number),
@@ -652,6 +655,12 @@ class StudyLog:
         values = {"val_acc": record.val_acc, "val_loss": record.val_loss, "train_loss": record.train_loss,
                   "train_acc": record.train_acc}
         client.log_batch(run_id, metrics=[Metric(k, float(v), now, record.epoch) for k, v in values.items()])
+
+    def trial_run(self, number: int) -> str | None:
+        """The MLflow run of trial `number` of this study, found by its tags."""
+        runs = self.client.search_runs([self.experiment_id], f"tags.study = '{self.search.study}' and "
+                                       f"tags.trial = '{number}' and tags.`cifarbench.kind` = 'tune-trial'")
+        return runs[0].info.run_id if runs else None
 
     def end_trial(self, run_id: str | None, state: str, tags: dict[str, str]) -> None:
         if run_id and self._exists(run_id):
