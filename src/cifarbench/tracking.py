@@ -94,6 +94,8 @@ def _git(*args: str) -> str:
 
 # Bounded waits for a tracking server (MLflow's defaults: 120 s per request, 7 retries with backoff, so
 # a server that is down looked like a hung run for minutes per call). Set unless the user set them.
+# Worst case per call, a server that accepts and never answers: 3 tries x 20 s + backoff 0 + 2 s + jitter
+# (<= 1 s each) ~ 64 s; a refused connection fails in ~3 s (the backoff only).
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "20", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
                  "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 
@@ -101,6 +103,26 @@ HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "20", "MLFLOW_HTTP_REQUEST_MAX_R
 def bound_http_waits() -> None:
     for key, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)
+
+
+def unreachable_message(uri: str) -> str:
+    waits = ", ".join(f"{key}={os.environ.get(key, value)}" for key, value in HTTP_DEFAULTS.items())
+    return (f"the MLflow tracking server {uri} could not be reached (refused, or no answer within the waits "
+            f"{waits}): start the server, or point MLFLOW_TRACKING_URI (or params.yaml tracking.uri) at one "
+            "that runs")
+
+
+def _unreachable(exc: BaseException | None) -> bool:
+    """Whether an MLflow error was caused by a server that refused, timed out or kept failing (requests'
+    ConnectionError, Timeout or RetryError anywhere in the chain; MLflow chains some only as __context__)."""
+    import requests
+
+    kinds = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, requests.exceptions.RetryError)
+    while exc is not None:
+        if isinstance(exc, kinds):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 @dataclass(frozen=True)
@@ -122,7 +144,12 @@ class Tracker:
         uri = tracking_uri(cfg)
         create_sqlite_store(uri)
         client = MlflowClient(uri)
-        experiment = client.get_experiment_by_name(cfg.experiment)
+        try:
+            experiment = client.get_experiment_by_name(cfg.experiment)
+        except Exception as exc:
+            if _unreachable(exc):
+                raise CifarbenchError(unreachable_message(uri)) from exc
+            raise
         if experiment is None:
             try:
                 return cls(uri, cfg.experiment, client.create_experiment(cfg.experiment, _artifacts_beside(uri)))
@@ -168,7 +195,13 @@ class Tracker:
             status = "FINISHED"
         finally:
             monitor.finish()
-            client.set_terminated(run_id, status)
+            try:
+                client.set_terminated(run_id, status)
+            except Exception as exc:  # the server went away mid-run: say so, not MLflow's retry trace
+                if _unreachable(exc):
+                    raise CifarbenchError(f"{unreachable_message(self.uri)}. Run {run_id} stays RUNNING; its "
+                                          "checkpoint is kept and a rerun resumes it") from exc
+                raise
 
     def end_killed(self, run_ids: list[str]) -> None:
         """Mark runs that were still RUNNING when their workers were stopped as KILLED."""
