@@ -491,8 +491,9 @@ class Study:
         self.log.end_trial(run_id, "failed", {"reason": "its process died"})
         retries = trial.user_attrs.get("retries", 0)
         if retries < MAX_RETRIES and trial.params:
+            keep = {RECIPE: True} if trial.user_attrs.get(RECIPE) else {}  # the retried recipe stays the reference
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.user_attrs.get("retry_of", trial.number),
-                                                          "retries": retries + 1})
+                                                          "retries": retries + 1, **keep})
         print(f"tune {self.search.cell.arch} trial {trial.number}: its process died; "
               f"{'queued again' if retries < MAX_RETRIES else 'given up'}", flush=True)
 

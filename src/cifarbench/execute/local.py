@@ -76,7 +76,12 @@ class LocalExecutor:
     def _feed(self) -> None:
         while self._queued and len(self._futures) < self.slots:
             run = self._queued.popleft()
-            self._futures[self._pool.submit(_call, *run[1:3])] = run
+            try:
+                self._futures[self._pool.submit(_call, *run[1:3])] = run
+            except cf.process.BrokenProcessPool:  # a worker died since the last wait: this run never started
+                self._queued.appendleft(run)
+                self._restart()
+                return
 
     def pending(self) -> int:
         return len(self._futures) + len(self._queued) + len(self._given_up)
