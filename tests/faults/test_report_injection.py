@@ -26,7 +26,7 @@ HOSTILE = "<script>alert('x')</script> | a $x$ `rm` & \n# heading\n- item"
     ("postgresql://bench:s3cret@db.example:5432/mlflow", "postgresql://bench:***@db.example:5432/mlflow"),
     ("postgresql+psycopg2://bench:p%40ss@db/mlflow", "postgresql+psycopg2://bench:***@db/mlflow"),
     ("https://alice:s3cret@mlflow.example/", "https://alice:***@mlflow.example/"),
-    ("sqlite:////work/mlflow.db", "sqlite:////work/mlflow.db"),
+    ("sqlite:////srv/mlflow.db", "sqlite:////srv/mlflow.db"),
     ("http://mlflow.example:5000", "http://mlflow.example:5000"),
 ])
 def test_tracking_uri_is_shown_without_its_password(uri, shown):
