@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -83,6 +84,14 @@ class Project:
 @contextlib.contextmanager
 def mlflow_server(folder: Path, backend_uri: str, *extra_args: str) -> Iterator[str]:
     """A real `mlflow server` on a free 127.0.0.1 port over `backend_uri`; yields its URL, stops it after."""
+    with mlflow_server_process(folder, backend_uri, *extra_args) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def mlflow_server_process(folder: Path, backend_uri: str, *extra_args: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`mlflow_server`, also yielding the server process: it runs in its own process group, so
+    `stop_server` (which the block may call early, e.g. to kill it mid-run) stops it and its workers."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -90,7 +99,7 @@ def mlflow_server(folder: Path, backend_uri: str, *extra_args: str) -> Iterator[
     with open(log_path, "w") as log:
         server = subprocess.Popen([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
                                    "--workers", "1", "--backend-store-uri", backend_uri, *extra_args],
-                                  stdout=log, stderr=subprocess.STDOUT, cwd=folder)
+                                  stdout=log, stderr=subprocess.STDOUT, cwd=folder, start_new_session=True)
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 180  # ~15 s idle, ~45 s on 2 busy cores
@@ -102,7 +111,14 @@ def mlflow_server(folder: Path, backend_uri: str, *extra_args: str) -> Iterator[
                     assert server.poll() is None, log_path.read_text()
                     assert time.monotonic() < deadline, f"mlflow server did not answer in 180 s: {log_path.read_text()}"
                     time.sleep(1)
-            yield url
+            yield url, server
         finally:
-            server.terminate()
-            server.wait(timeout=30)
+            stop_server(server)
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group (its workers too), then wait for it."""
+    if server.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)

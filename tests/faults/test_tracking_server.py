@@ -9,22 +9,17 @@ already computed lost (the run's local files untouched, the epochs logged before
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import socket
-import subprocess
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from cifarbench.config import TrackingConfig
 from cifarbench.errors import CifarbenchError
 from cifarbench.tracking import HTTP_DEFAULTS, Tracker
-from project import BIN
+from project import mlflow_server_process, stop_server
 
 pytestmark = pytest.mark.faults
 
@@ -108,39 +103,6 @@ def test_blackholed_fails_within_the_set_waits(monkeypatch):
     assert "MLFLOW_HTTP_REQUEST_TIMEOUT=2" in str(error)  # the waits it gave up after
 
 
-@contextlib.contextmanager
-def killable_mlflow_server(folder: Path, backend_uri: str) -> Iterator[tuple[str, subprocess.Popen]]:
-    """tests/project.py's mlflow_server, in its own process group so the probe can kill it (and its
-    workers) inside the block."""
-    port = free_port()
-    log_path = folder / "mlflow-server.log"
-    with open(log_path, "w") as log:
-        server = subprocess.Popen([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-                                   "--workers", "1", "--backend-store-uri", backend_uri],
-                                  stdout=log, stderr=subprocess.STDOUT, cwd=folder, start_new_session=True)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 180  # ~15 s idle, ~45 s on 2 busy cores
-            while True:
-                try:
-                    urllib.request.urlopen(f"{url}/health", timeout=2)
-                    break
-                except OSError:
-                    assert server.poll() is None, log_path.read_text()
-                    assert time.monotonic() < deadline, f"mlflow server did not answer in 180 s: {log_path.read_text()}"
-                    time.sleep(1)
-            yield url, server
-        finally:
-            stop(server)
-
-
-def stop(server: subprocess.Popen) -> None:
-    if server.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
-
-
 @pytest.mark.slow  # the server's start: ~15 s idle, up to ~45 s on busy cores
 def test_server_killed_mid_run_raises_and_keeps_the_local_state(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
@@ -148,7 +110,7 @@ def test_server_killed_mid_run_raises_and_keeps_the_local_state(tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     db = tmp_path / "server.db"
     checkpoint = tmp_path / "seed0.pt"
-    with killable_mlflow_server(tmp_path, f"sqlite:///{db}") as (uri, server):
+    with mlflow_server_process(tmp_path, f"sqlite:///{db}") as (uri, server):
         tracker = Tracker.open(TrackingConfig(uri=uri))
         started = None
         with pytest.raises(CifarbenchError) as caught:
@@ -157,7 +119,7 @@ def test_server_killed_mid_run_raises_and_keeps_the_local_state(tmp_path, monkey
                                       {"epochs": 2}, id_file=tmp_path / "seed0.mlflow-run") as log:
                 log.log_epoch({"epoch": 1, "val_acc": 0.25}, 1)
                 checkpoint.write_bytes(b"epoch 1 weights")  # what the engine writes after each epoch
-                stop(server)
+                stop_server(server)
                 monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
                 monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
                 started = time.monotonic()
