@@ -1,4 +1,4 @@
-"""Probes: what the report prints from outside (the tracking URI, run names, tags, ablation descriptions)
+"""Probes: what the reports (comparison and nightly) print from outside (the tracking URI, run names, tags, ablation descriptions)
 can neither leak a password nor inject HTML or Markdown.
 
 Setup: report pieces built from plain frames and strings, rendered by the real renderers (no MLflow).
@@ -13,6 +13,9 @@ import re
 import pandas as pd
 import pytest
 
+from cifarbench.nightly.compare import SUMMARY, compare
+from cifarbench.nightly.config import NightlyConfig
+from cifarbench.nightly.report import write_report
 from cifarbench.report.build import hide_password
 from cifarbench.report.render import Bullets, Document, Section, Table, to_html, to_markdown
 from cifarbench.report.sections import Inputs, provenance_section
@@ -79,4 +82,25 @@ def test_ablation_descriptions_and_run_names_in_bullets_and_paragraphs_stay_text
     about = f"no_l2: {HOSTILE}"
     md, page = rendered(Section("s", "2. Ablation matrix", "guide", [HOSTILE, Bullets([about, "1. not a list"])]))
     assert "- no_l2: &lt;script&gt;" in md and "- 1\\. not a list" in md
+    assert_inert(md, page)
+
+
+def test_the_nightly_report_keeps_hostile_cell_names_inert(tmp_path):
+    """The nightly report goes through the same renderer: a cell name in the verdict, the tables and the
+    plot's legend stays text, and its tables keep their shape."""
+    def cells(mean: float) -> pd.DataFrame:
+        rows = [(arch, ablation, mean) for arch, ablation in (("lenet5", "baseline"), ("lenet5", HOSTILE))]
+        return pd.DataFrame([{"arch": a, "ablation": b, "n": 2, "mean": m, "std": 0.01, "diverged": 0,
+                              "images_per_s": 100.0, "hardware": "cpu"} for a, b, m in rows], columns=SUMMARY)
+
+    cfg = NightlyConfig(k=3.0, floor=0.05, max_slowdown=0.25)
+    tonight = {"preset": "nightly", "commit": "abc123def456", "date": "2026-11-27T02:00:00+00:00"}
+    baseline = {"commit": "0123456789ab", "date": "2026-11-26T02:00:00+00:00"}
+    history = pd.DataFrame({"arch": ["lenet5"], "ablation": [HOSTILE], "date": ["2026-11-27"], "mean": [0.3]})
+    write_report(tmp_path / "nightly.md", compare(cells(0.3), cells(0.6), cfg), tonight, baseline, history, cfg,
+                 pipeline_ok=True)
+    md, page = (tmp_path / "nightly.md").read_text(), (tmp_path / "nightly.html").read_text()
+    verdict = next(line for line in md.splitlines() if line.startswith("**FAILED: 2 cell(s): "))
+    assert "lenet5/&lt;script&gt;" in verdict and verdict.endswith("**")  # one bold line, escaped
+    assert set(table_shape(md)) == {9}  # every row of every table: nine columns
     assert_inert(md, page)

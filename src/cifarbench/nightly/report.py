@@ -1,10 +1,9 @@
 """`reports/nightly.md` and `.html`: the verdict, what moved and by how much against which baseline, every
-cell, and a trend plot per architecture over the nights (a PNG beside the markdown, embedded in the HTML)."""
+cell, and a trend plot per architecture over the nights (a PNG beside the markdown, embedded in the HTML).
+Rendered, and escaped, by the comparison report's renderer (cifarbench.report.render)."""
 
 from __future__ import annotations
 
-import base64
-import html
 import io
 import math
 from pathlib import Path
@@ -14,6 +13,7 @@ import pandas as pd
 from cifarbench.io import atomic_path
 from cifarbench.nightly.compare import Comparison, cell_name
 from cifarbench.nightly.config import NightlyConfig
+from cifarbench.report.render import Block, Document, Image, Section, Strong, Table, to_html, to_markdown
 
 COLUMNS = ["cell", "tonight %", "baseline %", "change (points)", "threshold (points)", "accuracy",
            "images/s", "ratio", "throughput"]
@@ -26,32 +26,23 @@ def write_report(path: Path | str, comparison: Comparison, tonight: dict, baseli
     plot_path = path.with_name(f"{path.stem}-trend.png")
     with atomic_path(plot_path) as tmp:
         tmp.write_bytes(png)
-    header = _header(comparison, tonight, baseline, cfg, pipeline_ok)
-    sections = _sections(comparison)
-    md = [f"# Nightly benchmark: preset `{tonight['preset']}`", "", *header, ""]
-    body = [f"<h1>Nightly benchmark: preset <code>{html.escape(tonight['preset'])}</code></h1>",
-            *(f"<p>{html.escape(line)}</p>" for line in header)]
-    for title, rows in sections:
-        md += [f"## {title}", "", *_markdown_table(rows), ""]
-        body += [f"<h2>{html.escape(title)}</h2>", _html_table(rows)]
-    md += ["## Trend", "", f"![mean test accuracy per night]({plot_path.name})", ""]
-    body += ["<h2>Trend</h2>", f'<img alt="trend" src="data:image/png;base64,{base64.b64encode(png).decode()}">']
+    trend = Section("trend", "Trend", blocks=[Image(plot_path.name, png, "mean test accuracy per night")])
+    doc = Document(f"Nightly benchmark: preset {tonight['preset']}",
+                   _header(comparison, tonight, baseline, cfg, pipeline_ok), [*_sections(comparison), trend])
     with atomic_path(path) as tmp:
-        tmp.write_text("\n".join(md))
+        tmp.write_text(to_markdown(doc, images=""))  # the plot lies beside the Markdown
     with atomic_path(path.with_suffix(".html")) as tmp:
-        tmp.write_text("<!doctype html><meta charset='utf-8'><title>cifarbench nightly</title>"
-                       "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:right}</style>"
-                       + "\n".join(body))
+        tmp.write_text(to_html(doc))
 
 
 def _header(comparison: Comparison, tonight: dict, baseline: dict | None, cfg: NightlyConfig,
-            pipeline_ok: bool) -> list[str]:
+            pipeline_ok: bool) -> list[Block]:
     gating = comparison.regressed_names()
     verdict = (f"FAILED: {len(gating)} cell(s): {', '.join(gating)}" if gating
                else "OK: nothing regressed" if baseline else "no baseline yet: nothing compared")
     against = (f"commit {baseline['commit'][:10]} of {baseline['date']}" if baseline
                else f"none; promote a night with `cifarbench nightly --update-baseline` (writes {cfg.baseline})")
-    lines = [f"**{verdict}**", f"Tonight: commit {tonight['commit'][:10]} at {tonight['date']}.",
+    lines = [Strong(verdict), f"Tonight: commit {tonight['commit'][:10]} at {tonight['date']}.",
              f"Baseline: {against}.",
              f"A cell regresses when its mean test accuracy falls by more than max({cfg.k:g} sigma, "
              f"{100 * cfg.floor:g} points), sigma the standard error of the difference from the pooled seed sd; "
@@ -63,17 +54,22 @@ def _header(comparison: Comparison, tonight: dict, baseline: dict | None, cfg: N
     return lines
 
 
-def _sections(comparison: Comparison) -> list[tuple[str, list[list[str]]]]:
+def _sections(comparison: Comparison) -> list[Section]:
+    """A table of cells per section ("none" when empty); the sections after "Regressed" only when not empty."""
     cells = comparison.cells
-    pick = {
-        "Regressed": comparison.gating(),
-        "Improved": cells[(cells["accuracy"] == "improved") | (cells["throughput"] == "faster")],
-        "Missing, diverged or new": cells[cells["accuracy"].isin(["missing", "diverged", "new"])],
-        "Throughput not compared (other hardware)": cells[cells["throughput"] == "not compared"],
-        "All cells": cells,
-    }
-    return [(title, [COLUMNS, *(_row(r) for _, r in frame.iterrows())]) for title, frame in pick.items()
-            if not frame.empty or title == "Regressed"]
+    pick = [
+        ("regressed", "Regressed", comparison.gating()),
+        ("improved", "Improved", cells[(cells["accuracy"] == "improved") | (cells["throughput"] == "faster")]),
+        ("missing", "Missing, diverged or new", cells[cells["accuracy"].isin(["missing", "diverged", "new"])]),
+        ("other-hardware", "Throughput not compared (other hardware)", cells[cells["throughput"] == "not compared"]),
+        ("all", "All cells", cells),
+    ]
+    return [Section(anchor, title, blocks=[Table(_table(frame))] if len(frame) else ["none"])
+            for anchor, title, frame in pick if len(frame) or anchor == "regressed"]
+
+
+def _table(cells: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame([_row(r) for _, r in cells.iterrows()], columns=COLUMNS).set_index("cell")
 
 
 def _row(r) -> list[str]:
@@ -89,21 +85,6 @@ def _acc(mean: float, std: float, n: int) -> str:
 
 def _num(value: float, spec: str) -> str:
     return "–" if value is None or math.isnan(value) else format(value, spec)
-
-
-def _markdown_table(rows: list[list[str]]) -> list[str]:
-    if len(rows) == 1:
-        return ["none"]
-    lines = ["| " + " | ".join(rows[0]) + " |", "|" + " --- |" * len(rows[0])]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows[1:]]
-
-
-def _html_table(rows: list[list[str]]) -> str:
-    if len(rows) == 1:
-        return "<p>none</p>"
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows[1:])
-    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def trend_png(history: pd.DataFrame) -> bytes:

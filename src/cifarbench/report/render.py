@@ -1,6 +1,7 @@
-"""The report document (sections of text, tables and figures) and its two renderings:
-Markdown for GitHub (figures as relative links) and one self-contained HTML file (figures inline as
-base64 PNG, CSS inline, no external requests)."""
+"""The one renderer of both reports (the comparison report and the nightly one): a document of
+sections of text, tables and figures, and its two renderings, Markdown for GitHub (figures as relative
+links) and one self-contained HTML file (figures inline as base64 PNG, CSS inline, no external requests).
+All escaping of outside text (run names, tags, descriptions) happens here."""
 
 from __future__ import annotations
 
@@ -30,21 +31,26 @@ class Bullets:
     items: list[str]
 
 
-Block = Table | Image | Bullets | str  # a str is a paragraph
+@dataclass(frozen=True)
+class Strong:
+    text: str  # a paragraph in bold: a verdict
+
+
+Block = Table | Image | Bullets | Strong | str  # a str is a paragraph
 
 
 @dataclass
 class Section:
     anchor: str
     title: str
-    guide: str  # the one-line reading guide under the heading
+    guide: str = ""  # the one-line reading guide under the heading, if any
     blocks: list[Block] = field(default_factory=list)
 
 
 @dataclass
 class Document:
     title: str
-    intro: list[str]
+    intro: list[Block]
     sections: list[Section]
 
 
@@ -80,31 +86,43 @@ def md_block(value) -> str:
     return _MD_BLOCK_START.sub(lambda m: f"\\{m[1]}" if m[1] else f"{m[2]}\\{m[3]}", md_inline(value))
 
 
-def to_markdown(doc: Document) -> str:
-    e, b = md_inline, md_block
-    lines = [f"# {e(doc.title)}", "", *(f"{b(p)}\n" for p in doc.intro), "## Contents", ""]
+def to_markdown(doc: Document, images: str = "figures/") -> str:
+    """`images`: where the PNGs are, relative to the Markdown file (a prefix of each image's name)."""
+    e = md_inline
+    lines = [f"# {e(doc.title)}", "", *(line for block in doc.intro for line in _md_block(block, images)),
+             "## Contents", ""]
     lines += [f"- [{e(s.title)}](#{s.anchor})" for s in doc.sections] + [""]
     for section in doc.sections:
-        lines += [f'<a id="{section.anchor}"></a>', "", f"## {e(section.title)}", "", f"*{e(section.guide)}*", ""]
-        for block in section.blocks:
-            if isinstance(block, Table):
-                lines += [_markdown_table(block.frame), ""]
-            elif isinstance(block, Image):
-                lines += [f"![{e(block.alt)}](figures/{block.name})", ""]
-            elif isinstance(block, Bullets):
-                lines += [f"- {b(item)}" for item in block.items] + [""]
-            else:
-                lines += [b(block), ""]
+        lines += [f'<a id="{section.anchor}"></a>', "", f"## {e(section.title)}", ""]
+        lines += [f"*{e(section.guide)}*", ""] if section.guide else []
+        lines += [line for block in section.blocks for line in _md_block(block, images)]
     return "\n".join(lines)
 
 
-def _markdown_table(frame: pd.DataFrame) -> str:
-    """Cells as written (no re-parsing of "+1.50" into 1.5); numeric-looking columns right-aligned."""
-    align = ["left"] + ["right" if frame[c].map(_numeric).all() else "left" for c in frame.columns]
-    shown = frame.map(md_inline)
-    shown.index = frame.index.map(md_inline).rename(md_inline(frame.index.name or ""))
-    shown.columns = [md_inline(c) for c in frame.columns]
-    return shown.to_markdown(disable_numparse=True, colalign=align)
+def _md_block(block: Block, images: str) -> list[str]:
+    """The block's lines, then a blank one."""
+    if isinstance(block, Table):
+        return [*_markdown_table(block.frame), ""]
+    if isinstance(block, Image):
+        return [f"![{md_inline(block.alt)}]({images}{block.name})", ""]
+    if isinstance(block, Bullets):
+        return [f"- {md_block(item)}" for item in block.items] + [""]
+    if isinstance(block, Strong):
+        return [f"**{md_inline(block.text)}**", ""]
+    return [md_block(block), ""]
+
+
+def _markdown_table(frame: pd.DataFrame) -> list[str]:
+    """A pipe table, index first; cells as written (no re-parsing of "+1.50" into 1.5), numeric-looking
+    columns right-aligned."""
+    rule = [":---"] + ["---:" if frame[c].map(_numeric).all() else ":---" for c in frame.columns]
+    header = [frame.index.name or "", *frame.columns]
+    rows = [[label, *row] for label, row in zip(frame.index, frame.itertuples(index=False))]
+    return [_pipe_row(map(md_inline, header)), _pipe_row(rule), *(_pipe_row(map(md_inline, r)) for r in rows)]
+
+
+def _pipe_row(cells) -> str:
+    return "| " + " | ".join(cells) + " |"
 
 
 def _numeric(value) -> bool:
@@ -149,25 +167,30 @@ def to_html(doc: Document) -> str:
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{e(doc.title)}</title><style>{STYLE}</style><script>{IMAGES_LOADED_SCRIPT}</script></head>",
-        "<body><main>", f"<h1>{e(doc.title)}</h1>", *(f"<p>{e(p)}</p>" for p in doc.intro),
+        "<body><main>", f"<h1>{e(doc.title)}</h1>", *map(_html_block, doc.intro),
         "<nav><h2>Contents</h2><ul>",
         *(f'<li><a href="#{s.anchor}">{e(s.title)}</a></li>' for s in doc.sections), "</ul></nav>",
     ]  # fmt: skip
     for section in doc.sections:
-        parts += [f'<section id="{section.anchor}">', f"<h2>{e(section.title)}</h2>", f'<p class="guide">{e(section.guide)}</p>']
-        for block in section.blocks:
-            if isinstance(block, Table):
-                parts.append(f'<div class="scroll">{_html_table(block.frame)}</div>')
-            elif isinstance(block, Image):
-                data = base64.b64encode(block.png).decode("ascii")
-                parts.append(f'<img src="data:image/png;base64,{data}" alt="{e(block.alt)}">')
-            elif isinstance(block, Bullets):
-                parts.append("<ul>" + "".join(f"<li>{e(item)}</li>" for item in block.items) + "</ul>")
-            else:
-                parts.append(f"<p>{e(block)}</p>")
-        parts.append("</section>")
+        parts += [f'<section id="{section.anchor}">', f"<h2>{e(section.title)}</h2>"]
+        parts += [f'<p class="guide">{e(section.guide)}</p>'] if section.guide else []
+        parts += [*map(_html_block, section.blocks), "</section>"]
     parts += ["</main></body></html>", ""]
     return "\n".join(parts)
+
+
+def _html_block(block: Block) -> str:
+    e = html.escape
+    if isinstance(block, Table):
+        return f'<div class="scroll">{_html_table(block.frame)}</div>'
+    if isinstance(block, Image):
+        data = base64.b64encode(block.png).decode("ascii")
+        return f'<img src="data:image/png;base64,{data}" alt="{e(block.alt)}">'
+    if isinstance(block, Bullets):
+        return "<ul>" + "".join(f"<li>{e(item)}</li>" for item in block.items) + "</ul>"
+    if isinstance(block, Strong):
+        return f"<p><strong>{e(block.text)}</strong></p>"
+    return f"<p>{e(block)}</p>"
 
 
 def _html_table(frame: pd.DataFrame) -> str:
