@@ -1,5 +1,5 @@
-"""Probes: what the reports (comparison and nightly) print from outside (the tracking URI, run names, tags, ablation descriptions)
-can neither leak a password nor inject HTML or Markdown.
+"""Probes: what the reports (comparison and nightly) print from outside (the tracking URI, run names, tags,
+ablation descriptions, cell names) can neither leak a password nor inject HTML or Markdown.
 
 Setup: report pieces built from plain frames and strings, rendered by the real renderers (no MLflow).
 Required outcome: the password never appears; `<script>` appears only as the report's own one script;
