@@ -156,11 +156,10 @@ def test_evaluate_restores_train_mode():
     assert model.training
 
 
-def test_bf16_autocast_path_runs_where_the_cpu_would_choose_it(data, monkeypatch):
-    # This machine may lack native bf16 (then the engine picks fp32); force the choice to run the path.
-    monkeypatch.setattr("cifarbench.engine.fast.cpu_has_native_bf16", lambda: True)
+def test_bf16_autocast_path_runs_where_the_cpu_would_choose_it(data):
+    # This machine may lack bf16 instructions (then fastpaths picks fp32); pass the choice to run the path.
     model = tiny_model()
-    result = fit(model, *data, train_config(epochs=1), seed=0)
+    result = fit(model, *data, train_config(epochs=1), seed=0, cpu_paths=("bfloat16", False))
     assert result.fast_paths["autocast"] == "bfloat16" and result.status == "completed"
     assert math.isfinite(result.history[0]["train_loss"]) and model.conv.weight.dtype == torch.float32
     assert evaluate(model, data[1]).accuracy == result.history[0]["val_acc"]

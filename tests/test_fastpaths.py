@@ -1,5 +1,6 @@
 """CPU fast paths chosen by measurement: timed in a subprocess, cached per machine and model, the fastest
-candidate only when it beats fp32 by MIN_GAIN, and a run that trains under the choice records it."""
+candidate only when it beats fp32 by MIN_GAIN, and a run that trains under the choice records it; a run
+nothing was measured for follows fastpaths' own rule, which `cifarbench models --bench` shares."""
 
 from __future__ import annotations
 
@@ -43,3 +44,10 @@ def test_the_measured_choice_replaces_the_rule_on_a_cpu_only():
     assert choose(cpu, fast=True, compile=False, cpu=(None, False)).autocast is None
     exact = choose(cpu, fast=False, compile=False, cpu=("bfloat16", True))  # fast: false stays exact fp32
     assert exact.autocast is None and exact.channels_last is False
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_an_unmeasured_cpu_run_follows_fastpaths_rule(native, monkeypatch):
+    monkeypatch.setattr(fastpaths, "native_bf16", lambda: native)
+    paths = choose(torch.device("cpu"), fast=True, compile=False)
+    assert (paths.autocast, paths.channels_last) == fastpaths.unmeasured() == ("bfloat16" if native else None, False)

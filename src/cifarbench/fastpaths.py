@@ -6,12 +6,17 @@ channels_last was 0.86x of fp32 for vgg11@0.125 and 0.99x for googlenet@0.0625, 
 1.04x and 1.54x; on an AVX2-only EPYC emulated bf16 is ~2.5x slower and channels_last hung in oneDNN.
 
 So before the train stage fans out, each architecture's baseline model is timed for a few training steps
-under each candidate, in a subprocess with a time limit (a hang costs that candidate, nothing else), at
-the thread count the runs use. A candidate is chosen only if it beats fp32 by MIN_GAIN (else exact fp32).
-The choice is cached in `~/.cache/cifarbench/fast-paths.json` (XDG_CACHE_HOME) per (CPU model, torch
-version, threads, model, batch), so a machine measures once and all its projects share the choice, and each run records it (tags `fast.autocast`, `fast.channels_last`,
-`fast.measured`). The choice is not part of a cell's key: moving the repository to another machine does
-not retrain finished cells, and throughput is only ever compared on the same CPU model (nightly).
+under each candidate, in a subprocess with a time limit (a hang costs that candidate, nothing else), at the
+thread count the runs use. A candidate is chosen only if it beats fp32 by MIN_GAIN (else exact fp32). The
+choice is cached in `~/.cache/cifarbench/fast-paths.json` (XDG_CACHE_HOME) per (CPU model, torch version,
+threads, model, batch), so a machine measures once and all its projects share the choice, and each run
+records it (tags `fast.autocast`, `fast.channels_last`, `fast.measured`). The choice is not part of a cell's
+key: moving the repository to another machine does not retrain finished cells, and throughput is only ever
+compared on the same CPU model (nightly).
+
+This module is the one place that decides bf16 on a CPU: `choose` by measurement; `unmeasured` for a run
+nothing was measured for (a tuning trial, a run on a Ray node, a direct `fit`), from the CPU's bf16
+instructions (`native_bf16`, also what `cifarbench models --bench --bf16 auto` asks).
 """
 
 from __future__ import annotations
@@ -26,12 +31,12 @@ from pathlib import Path
 
 from cifarbench.io import read_json, write_json_atomic
 
+
 def _cache() -> Path:
     """One file per machine (not per repository): every project and test on this machine trains with the
     same choice, so their numbers agree. Delete it to measure again."""
     root = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
     return Path(root) / "cifarbench" / "fast-paths.json"
-
 
 
 CANDIDATES = {"fp32": (None, False), "bf16": ("bfloat16", False), "bf16+channels_last": ("bfloat16", True)}
@@ -102,6 +107,22 @@ def _measure(request: dict) -> None:
         speed = throughput(model, batch_size=request["batch"], train=True, dtype="bf16" if autocast else "fp32",
                            channels_last=channels_last, warmup=3, repeats=5, max_seconds=3.0)
         print(f"{name} {speed:.1f}", flush=True)
+
+
+def native_bf16() -> bool:
+    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX); without them oneDNN emulates bf16 and a
+    training step is ~2.5x slower (AVX2-only EPYC, 64-channel 3x3 conv, batch 128)."""
+    import torch
+
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
+def unmeasured() -> tuple[str | None, bool]:
+    """(autocast dtype or None, channels_last) of a CPU run nothing was measured for: bf16 autocast where the
+    CPU has bf16 instructions, never channels_last (oneDNN's AVX2 NHWC kernels hung on this project's
+    2-core machines; a benchmark that never finishes measures nothing)."""
+    return ("bfloat16" if native_bf16() else None), False
 
 
 def describe(entry: dict) -> str:

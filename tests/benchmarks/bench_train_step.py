@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from cifarbench.data.splits import Split
 from cifarbench.engine import TrainConfig, fit, to_input
-from cifarbench.engine.fast import autocast_dtype
+from cifarbench.fastpaths import unmeasured
 from cifarbench.models import build_model
 
 BATCH = 128
@@ -104,8 +104,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    cpu_bf16 = autocast_dtype(torch.device("cpu"))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU autocast choice: {cpu_bf16}")
+    cpu_bf16 = unmeasured()[0]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, unmeasured CPU autocast choice: {cpu_bf16}")
     for spec in args.models:
         name, _, width = spec.partition(":")
         bench(name, float(width or 1.0), args.steps, args.repeats, args.with_bf16)

@@ -1,13 +1,11 @@
 """Fast paths, chosen from what the device supports and recorded with every run.
 
-- autocast: bf16 on CUDA when supported (else fp16 with a GradScaler); bf16 on a CPU only with native
-  bf16 instructions (AVX512-BF16 or AMX) — without them oneDNN emulates bf16 and a step is ~2.5x *slower*
-  (measured on an AVX2-only EPYC, 64-channel 3x3 conv, batch 128).
-- channels_last (the model's parameters), on CUDA only: cuDNN runs NHWC natively. On the CPU it is off:
-  it was 2.2x faster on that same 64-channel conv, but oneDNN's AVX2 NHWC kernels hung (1x1 conv
-  backward-weights, ResNet-18 at width 0.0625, 1 thread) and crashed at exit (width 0.125) on this
-  project's 2-core machines; a benchmark that never finishes measures nothing. The NCHW input is taken
-  as is (see `augment`).
+- autocast: bf16 on CUDA when supported (else fp16 with a GradScaler).
+- channels_last (the model's parameters) on CUDA: cuDNN runs NHWC natively. The NCHW input is taken as is
+  (see `augment`).
+- on a CPU, bf16 autocast and channels_last are what cifarbench.fastpaths decides: measured for the
+  model on this CPU (`cpu`), or its rule for unmeasured runs (bf16 only with bf16 instructions, no
+  channels_last).
 - data held as tensors on the device (on CUDA the whole split lives in GPU memory).
 - torch.compile only when asked (`compile: true`): its first epoch pays the compilation.
 
@@ -21,6 +19,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from cifarbench import fastpaths
 from cifarbench.errors import ConfigError
 
 
@@ -70,27 +69,16 @@ def check_device(name: str) -> None:
         raise ConfigError(f"params.yaml: train.device: {name!r} is not available on this machine; set it to auto or cpu")
 
 
-def cpu_has_native_bf16() -> bool:
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
-
-
-def autocast_dtype(device: torch.device) -> str | None:
-    if device.type == "cuda":
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-    if device.type == "cpu" and cpu_has_native_bf16():
-        return "bfloat16"
-    return None
-
-
 def choose(device: torch.device, *, fast: bool, compile: bool,
            cpu: tuple[str | None, bool] | None = None) -> FastPaths:
     """The fast paths of a run. `cpu`: (autocast dtype or None, channels_last) measured on this CPU for this
-    model (cifarbench.fastpaths), which then replaces the flag-based rule on a CPU."""
-    measured = cpu is not None and device.type == "cpu" and fast
-    return FastPaths(
-        device=str(device),
-        autocast=(cpu[0] if measured else autocast_dtype(device)) if fast else None,
-        channels_last=(cpu[1] if measured else device.type == "cuda") and fast,
-        compiled=compile,
-    )
+    model (cifarbench.fastpaths); without it a CPU run takes fastpaths' rule for unmeasured runs."""
+    if not fast:
+        autocast, channels_last = None, False
+    elif device.type == "cuda":
+        autocast, channels_last = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16"), True
+    elif device.type == "cpu":
+        autocast, channels_last = cpu if cpu is not None else fastpaths.unmeasured()
+    else:  # mps: fp32, contiguous
+        autocast, channels_last = None, False
+    return FastPaths(device=str(device), autocast=autocast, channels_last=channels_last, compiled=compile)

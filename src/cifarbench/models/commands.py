@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from cifarbench.errors import ConfigError
-from cifarbench.models.profile import bf16_is_native, count_parameters, flops_per_image, throughput
+from cifarbench.fastpaths import native_bf16
+from cifarbench.models.profile import count_parameters, flops_per_image, throughput
 from cifarbench.models.registry import build_model, list_models, model_info
 
 
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> None:
     for name in names:
         model_info(name)  # an unknown name fails before any work, listing the valid ones
     widths = parse_widths(args.width)
-    bf16 = args.bf16 == "on" or (args.bf16 == "auto" and bf16_is_native())
+    bf16 = args.bf16 == "on" or (args.bf16 == "auto" and native_bf16())
     dtypes = ["fp32", "bf16"] if bf16 else ["fp32"]
     cells = [(train, dtype) for train in (True, False) for dtype in dtypes] if args.bench else []
     header = ["name", "family", "width", "params", "MFLOPs/img"]
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> None:
         "(convolutions and matrix multiplies; one multiply-add = 2 FLOPs)."
     )
     if args.bench:
-        native = "native" if bf16_is_native() else "emulated: this CPU has no bf16 instructions"
+        native = "native" if native_bf16() else "emulated: this CPU has no bf16 instructions"
         print(
             f"train/infer: images/s at batch {args.batch_size} (train = forward, backward, SGD step); median of "
             f"single steps after one warmup. bf16 = torch.autocast(cpu, bfloat16), {native}"

@@ -35,11 +35,6 @@ def flops_per_image(model: nn.Module) -> int:
     return counter.get_total_flops()
 
 
-def bf16_is_native() -> bool:
-    """Whether oneDNN has hardware bf16 here (AVX512-BF16/AMX); elsewhere bf16 autocast runs, emulated."""
-    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-
-
 def throughput(
     model: nn.Module,
     *,
