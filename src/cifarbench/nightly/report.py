@@ -4,7 +4,6 @@ Rendered, and escaped, by the comparison report's renderer (cifarbench.report.re
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 
@@ -13,6 +12,8 @@ import pandas as pd
 from cifarbench.io import atomic_path
 from cifarbench.nightly.compare import Comparison, cell_name
 from cifarbench.nightly.config import NightlyConfig
+from cifarbench.report import figures
+from cifarbench.report.figures import png_bytes
 from cifarbench.report.render import Block, Document, Image, Section, Strong, Table, to_html, to_markdown
 
 COLUMNS = ["cell", "tonight %", "baseline %", "change (points)", "threshold (points)", "accuracy",
@@ -22,7 +23,7 @@ COLUMNS = ["cell", "tonight %", "baseline %", "change (points)", "threshold (poi
 def write_report(path: Path | str, comparison: Comparison, tonight: dict, baseline: dict | None,
                  history: pd.DataFrame, cfg: NightlyConfig, pipeline_ok: bool) -> None:
     path = Path(path)
-    png = trend_png(history)
+    png = png_bytes(figures.nightly_trend(history))
     plot_path = path.with_name(f"{path.stem}-trend.png")
     with atomic_path(plot_path) as tmp:
         tmp.write_bytes(png)
@@ -85,34 +86,3 @@ def _acc(mean: float, std: float, n: int) -> str:
 
 def _num(value: float, spec: str) -> str:
     return "–" if value is None or math.isnan(value) else format(value, spec)
-
-
-def trend_png(history: pd.DataFrame) -> bytes:
-    """Mean test accuracy per night, one panel per architecture, one line per ablation (baseline bold)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    archs = sorted(history["arch"].unique()) or ["(no nights yet)"]
-    cols = min(3, len(archs))
-    rows = math.ceil(len(archs) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.2 * rows), squeeze=False, sharey=True)
-    for ax, arch in zip(axes.flat, archs):
-        mine = history[history["arch"] == arch]
-        for ablation, line in mine.groupby("ablation"):
-            line = line.sort_values("date")
-            ax.plot(line["date"], 100 * line["mean"].astype(float), marker="o", markersize=3,
-                    linewidth=2.5 if ablation == "baseline" else 0.8, label=ablation)
-        ax.set_title(arch)
-        ax.set_ylabel("test accuracy %")
-        ax.tick_params(axis="x", labelrotation=30, labelsize=7)
-        if len(mine):
-            ax.legend(fontsize=6, ncol=2)
-    for ax in axes.flat[len(archs):]:
-        ax.axis("off")
-    fig.tight_layout()
-    out = io.BytesIO()
-    fig.savefig(out, format="png", dpi=90)
-    plt.close(fig)
-    return out.getvalue()

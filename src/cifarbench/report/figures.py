@@ -1,4 +1,4 @@
-"""The report's figures, drawn with matplotlib's object API (no pyplot, so no global backend or state).
+"""The reports' figures (the comparison report's and the nightly trend), drawn with matplotlib's object API (no pyplot, so no global backend or state).
 
 Each function returns a Figure; `png_bytes` renders it. Accuracies are drawn in percent, deltas in
 percentage points.
@@ -7,6 +7,7 @@ percentage points.
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 import pandas as pd
@@ -136,4 +137,27 @@ def pareto(board: pd.DataFrame, fronts: dict[str, pd.Series]) -> Figure:
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def nightly_trend(history: pd.DataFrame) -> Figure:
+    """Mean test accuracy per night, one panel per architecture, one line per ablation (baseline bold)."""
+    archs = sorted(history["arch"].unique()) or ["(no nights yet)"]
+    cols = min(3, len(archs))
+    rows = math.ceil(len(archs) / cols)
+    fig = Figure(figsize=(5 * cols, 3.2 * rows), layout="tight")
+    axes = fig.subplots(rows, cols, squeeze=False, sharey=True)
+    for ax, arch in zip(axes.flat, archs):
+        mine = history[history["arch"] == arch]
+        for ablation, line in mine.groupby("ablation"):
+            line = line.sort_values("date")
+            ax.plot(line["date"], 100 * line["mean"].astype(float), marker="o", markersize=3,
+                    linewidth=2.5 if ablation == BASELINE else 0.8, label=ablation)
+        ax.set_title(arch)
+        ax.set_ylabel("test accuracy %")
+        ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+        if len(mine):
+            ax.legend(fontsize=6, ncol=2)
+    for ax in axes.flat[len(archs):]:
+        ax.axis("off")
     return fig
