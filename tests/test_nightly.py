@@ -4,6 +4,7 @@ the shared stores and the workflow files. The two-night pipeline test is tests/t
 from __future__ import annotations
 
 import math
+import subprocess
 from datetime import datetime, timezone
 
 import pandas as pd
@@ -13,7 +14,7 @@ import yaml
 from cifarbench.errors import ConfigError
 from cifarbench.nightly.compare import SUMMARY, compare, sigma, summarize
 from cifarbench.nightly.config import NightlyConfig
-from cifarbench.nightly.worktree import shared_uri, with_preset
+from cifarbench.nightly.worktree import _note_uncommitted, shared_uri, with_preset
 from cifarbench.nightly.report import write_report
 from cifarbench.nightly.store import append_history, cells_of, night, read_baseline, read_history
 from project import ROOT
@@ -173,3 +174,24 @@ def test_workflow_runs_the_tested_command_on_a_schedule_one_at_a_time():
     assert upload["uses"].startswith("actions/upload-artifact@") and upload["with"]["path"] == "reports/"
     assert upload["if"] == "always()"
     assert "'nightly'" in job["env"]["PRESET"]
+
+
+def test_the_uncommitted_note_names_each_changed_file_whole(tmp_path, capsys):
+    """The nightly runs the last commit with the user's params.yaml; other uncommitted edits are named, whole
+    (the first used to lose its first letter: `arams.yaml`)."""
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    git("init", "-q")
+    for name in ("params.yaml", "dvc.yaml", "README.md"):
+        (tmp_path / name).write_text("a\n")
+    git("add", ".")
+    git("commit", "-qm", "init")
+    _note_uncommitted(tmp_path, "0" * 40)
+    assert capsys.readouterr().err == ""
+    for name in ("params.yaml", "dvc.yaml", "README.md"):
+        (tmp_path / name).write_text("b\n")
+    _note_uncommitted(tmp_path, "0" * 40)
+    err = capsys.readouterr().err
+    assert err.endswith("uncommitted changes to README.md, dvc.yaml are not part of it\n")

@@ -124,8 +124,10 @@ def _share_cache(project: Path, workdir: Path) -> None:
 
 
 def _note_uncommitted(project: Path, commit: str) -> None:
-    changed = [line[3:] for line in _git(project, "status", "--porcelain", "--untracked-files=no").splitlines()
-               if not line[3:].endswith("params.yaml")]
+    # `git diff --name-only`, not `status --porcelain`: the output is stripped, and porcelain's first
+    # line starts with a space (" M params.yaml") that stripping would eat into the name.
+    changed = [name for name in _git(project, "diff", "--name-only", "HEAD").splitlines()
+               if name != "params.yaml"]
     if changed:
         print(f"cifarbench nightly: runs commit {commit[:10]} with your params.yaml; uncommitted changes to "
               f"{', '.join(changed[:5])}{' ...' if len(changed) > 5 else ''} are not part of it", file=sys.stderr)
