@@ -128,7 +128,7 @@ def matrix_section(buys: pd.DataFrame, deltas: pd.DataFrame, board: pd.DataFrame
         blocks += ["Missing runs (not finished, or made under other params):",
                    Bullets([f"{r.arch}/{r.ablation}/seed{r.seed}" for r in missing.itertuples()])]
     about = inp.expected.drop_duplicates("ablation")
-    blocks += ["How each technique is measured (cells `with` − `without`) and what each ablation changes:",
+    blocks += ["How each technique is measured (the with cell − the without cell) and what each ablation changes:",
                Bullets([f"{labels.get(r.ablation, 'the reference')} = {r.with_} − {r.without}: {r.ablation}, {r.about}"
                         if r.ablation != BASELINE else f"{r.ablation}: {r.about}" for r in about.itertuples()]),
                "Each ablation minus the baseline (the raw comparison; the augmentation columns here compare "
@@ -193,7 +193,7 @@ def curves_section(inp: Inputs, stopping: pd.DataFrame) -> Section:
             "training saved": [f"{100 * v:.0f}%" if np.isfinite(v) else "–" for v in stopping["saved"]],
             "test acc gain, points [95%]": [_gain(r) for r in stopping.itertuples()],
         }, index=pd.Index(stopping["arch"], name="arch"))
-        blocks += ["What early stopping buys (it may stop only after its `start_fraction` of the run, past the "
+        blocks += ["What early stopping buys (it may stop only after its start_fraction of the run, past the "
                    "learning-rate peak): epochs saved, and test accuracy against the same cell trained to the end:",
                    Table(show)]
     diverged = inp.runs[inp.runs["status"] == "diverged"]
