@@ -34,7 +34,7 @@ from cifarbench import fastpaths
 from cifarbench.config import TrackingConfig, parse_section
 from cifarbench.data.commands import PREPARED
 from cifarbench.engine.fast import check_device
-from cifarbench.errors import CifarbenchError
+from cifarbench.errors import CifarbenchError, command_main
 from cifarbench.execute import Executor, ExecutorConfig, running
 from cifarbench.io import atomic_path, read_json, write_json_atomic
 from cifarbench.plan import Cell, all_cells, load_plan, read_tuned
@@ -297,3 +297,8 @@ def run(args) -> None:
 
     tree = load_params(args.params)
     train_stage(tree, parse_section(ExecutorConfig, tree.get("executor"), "executor"))
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    """The DVC stage `train` (stages/train.py)."""
+    return command_main("stages/train.py", "train every unfinished cell of the matrix", configure, run, argv)

@@ -63,7 +63,7 @@ from cifarbench.config import MAX_SEED, ListAsTuple, Section, TrackingConfig, pa
 from cifarbench.data import load_split
 from cifarbench.data.commands import PREPARED
 from cifarbench.engine.registry import check_name, lookup
-from cifarbench.errors import CifarbenchError
+from cifarbench.errors import CifarbenchError, command_main
 from cifarbench.execute import ExecutorConfig, running
 from cifarbench.io import write_json_atomic
 from cifarbench.pipeline import checked_cells, training_code_digest, tuned_path
@@ -724,3 +724,8 @@ def run(args) -> None:
 
     tree = load_params()
     tune_stage(tree, parse_section(ExecutorConfig, tree.get("executor"), "executor"), args.arch)
+
+
+def tune_main(argv: list[str] | None = None) -> int:
+    """The DVC stage `tune` (stages/tune.py)."""
+    return command_main("stages/tune.py", "tune every architecture's lr and weight decay", configure, run, argv)

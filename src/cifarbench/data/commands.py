@@ -8,6 +8,7 @@ from pathlib import Path
 from cifarbench.config import DataConfig, load_params, parse_section
 from cifarbench.data.download import fetch_archive
 from cifarbench.data.splits import prepare_splits
+from cifarbench.errors import command_main
 
 ARCHIVE = Path("data/raw/cifar-10-python.tar.gz")
 PREPARED = Path("data/prepared")
@@ -36,3 +37,13 @@ def run(args: argparse.Namespace) -> None:
         download(data)
     if args.step in ("prepare", "all"):
         prepare(data)
+
+
+def download_main(argv: list[str] | None = None) -> int:
+    """The DVC stage `download` (stages/download.py)."""
+    return command_main("stages/download.py", "fetch and verify the archive", configure, run, ["--step", "download", *(argv or [])])
+
+
+def prepare_main(argv: list[str] | None = None) -> int:
+    """The DVC stage `prepare` (stages/prepare.py)."""
+    return command_main("stages/prepare.py", "write the seeded splits", configure, run, ["--step", "prepare", *(argv or [])])

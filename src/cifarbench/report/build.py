@@ -18,7 +18,7 @@ import webbrowser
 from pathlib import Path
 
 from cifarbench.config import TrackingConfig, load_params, parse_section
-from cifarbench.errors import ConfigError
+from cifarbench.errors import ConfigError, command_main
 from cifarbench.io import atomic_path, pid_alive, write_json_atomic
 from cifarbench.pipeline import tuned_path
 from cifarbench.plan import all_cells, load_plan, read_tuned
@@ -127,3 +127,8 @@ def run(args: argparse.Namespace) -> None:
     if args.open and webbrowser.open(page):
         return
     print(f"view it: open {page} in a browser, or read {REPORTS / 'comparison.md'} (renders on GitHub)")
+
+
+def report_main(argv: list[str] | None = None) -> int:
+    """The DVC stage `report` (stages/report.py)."""
+    return command_main("stages/report.py", "build the comparison report from the MLflow runs", configure, run, argv)
