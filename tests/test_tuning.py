@@ -24,7 +24,7 @@ from cifarbench.config import load_params
 from cifarbench.data.splits import prepare_splits
 from cifarbench.errors import ConfigError
 from cifarbench.execute import ExecutorConfig
-from cifarbench.pipeline import tuned_path
+from cifarbench.paths import tuned_path
 from cifarbench.plan import load_plan, read_tuned, resolve_cell
 from cifarbench.config import TrackingConfig
 from cifarbench.tracking import Tracker

@@ -18,8 +18,9 @@ import time
 from pathlib import Path
 
 from cifarbench.errors import CifarbenchError
+from cifarbench.paths import DVC_LOCK
 
-LOCK = Path("dvc.lock")
+LOCK = DVC_LOCK
 
 
 def lock_problem(path: Path = LOCK) -> str | None:

@@ -61,12 +61,12 @@ from pydantic import AfterValidator, Field, PositiveFloat, field_validator
 
 from cifarbench.config import MAX_SEED, ListAsTuple, Section, TrackingConfig, parse_section
 from cifarbench.data import load_split
-from cifarbench.data.commands import PREPARED
 from cifarbench.engine.registry import check_name, lookup
 from cifarbench.errors import CifarbenchError, command_main
 from cifarbench.execute import ExecutorConfig, running
 from cifarbench.io import write_json_atomic
-from cifarbench.pipeline import checked_cells, training_code_digest, tuned_path
+from cifarbench.paths import PREPARED, tuned_path
+from cifarbench.pipeline import checked_cells, training_code_digest
 from cifarbench.plan import BASELINE, Cell, PlanConfig, load_plan, resolve_cell
 from cifarbench.tracking import CURRENT, Tracker, mark_current, provenance
 
@@ -508,7 +508,7 @@ _STATE = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialSta
 
 
 def summarize(study: optuna.Study | None, search: Search, storage: str) -> dict:
-    """The tuned file's content (see pipeline.tuned_path); the recipe's values when no trial completed."""
+    """The tuned file's content (see paths.tuned_path); the recipe's values when no trial completed."""
     trials = study.get_trials(deepcopy=False) if study is not None else []
     counts = {name: sum(t.state == state for t in trials) for state, name in _STATE.items()}
     epochs = sum(t.user_attrs.get("epochs", len(t.intermediate_values)) for t in trials)

@@ -9,9 +9,7 @@ from cifarbench.config import DataConfig, load_params, parse_section
 from cifarbench.data.download import fetch_archive
 from cifarbench.data.splits import prepare_splits
 from cifarbench.errors import command_main
-
-ARCHIVE = Path("data/raw/cifar-10-python.tar.gz")
-PREPARED = Path("data/prepared")
+from cifarbench.paths import ARCHIVE, PREPARED
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

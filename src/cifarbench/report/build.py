@@ -20,16 +20,13 @@ from pathlib import Path
 from cifarbench.config import TrackingConfig, load_params, parse_section
 from cifarbench.errors import ConfigError, command_main
 from cifarbench.io import atomic_path, pid_alive, write_json_atomic
-from cifarbench.pipeline import tuned_path
+from cifarbench.paths import DVC_LOCK, REPORTS, tuned_path
 from cifarbench.plan import all_cells, load_plan, read_tuned
 from cifarbench.report import tables
 from cifarbench.report.render import Image, to_html, to_markdown
 from cifarbench.report.runs import load_histories, load_runs, load_tuning
 from cifarbench.report.sections import Inputs, document
 from cifarbench.tracking import provenance, tracking_uri
-
-REPORTS = Path("reports")
-DVC_LOCK = Path("dvc.lock")
 
 
 def gather(tree: dict) -> Inputs:
