@@ -10,7 +10,8 @@ import pytest
 from cifarbench.config import load_params
 from cifarbench.errors import ConfigError
 from cifarbench.pipeline import cell_key
-from cifarbench.plan import all_cells, load_plan, resolve_cell
+from cifarbench.params import parse
+from cifarbench.plan import all_cells, resolve_cell
 
 PARAMS = load_params(Path(__file__).parents[1] / "params.yaml")
 
@@ -28,13 +29,13 @@ def with_changes(**changes) -> dict:
 
 @pytest.mark.parametrize("preset", ["smoke", "default", "nightly", "full"])
 def test_every_preset_resolves_every_cell(preset):
-    cells = all_cells(load_plan(with_changes(preset=preset)))
+    cells = all_cells(parse(with_changes(preset=preset)).plan)
     assert len(cells) == len(PARAMS["architectures"]) * len(PARAMS["ablations"])
     assert {c.preset for c in cells} == {preset}
 
 
 def test_layers_apply_in_order():
-    plan = load_plan(with_changes(preset="default"))
+    plan = parse(with_changes(preset="default")).plan
     base = resolve_cell(plan, "lenet5", "baseline")
     assert base.model.width == 2.0  # architectures.lenet5.presets.default
     assert base.train.optimizer.lr == 0.05  # architectures.lenet5 over recipe
@@ -48,7 +49,7 @@ def test_layers_apply_in_order():
 
 
 def test_cells_equal_to_baseline_are_not_applicable():
-    plan = load_plan(with_changes(preset="default"))
+    plan = parse(with_changes(preset="default")).plan
     assert "same config as baseline" in resolve_cell(plan, "alexnet", "dropout").not_applicable  # paper already p=0.5
     assert "no batch norm switch" in resolve_cell(plan, "lstm", "no_bn").not_applicable
     assert resolve_cell(plan, "resnet18", "no_bn").not_applicable is None
@@ -61,7 +62,7 @@ def test_a_cells_key_changes_only_with_what_decides_its_numbers():
     data = {"archive_md5": "0" * 32, "val_size": 5000, "seed": 0}
 
     def keys(tree: dict, data: dict = data) -> dict:
-        return {(c.arch, c.ablation): cell_key(c, data) for c in all_cells(load_plan(tree))}
+        return {(c.arch, c.ablation): cell_key(c, data) for c in all_cells(parse(tree).plan)}
 
     before = keys(with_changes(preset="default"))
     edited = keys(with_changes(preset="default", ablations__crop__train={"augment": {"policy": "crop", "crop_padding": 2}}))
@@ -78,7 +79,7 @@ def test_a_cells_key_changes_only_with_what_decides_its_numbers():
 
 
 def test_config_hash_tracks_the_config():
-    plan = load_plan(with_changes(preset="default"))
+    plan = parse(with_changes(preset="default")).plan
     a, b = resolve_cell(plan, "vgg11", "baseline"), resolve_cell(plan, "vgg11", "flip")
     assert a.config_hash() != b.config_hash()
     assert a.config_hash() == resolve_cell(plan, "vgg11", "baseline").config_hash()
@@ -99,11 +100,11 @@ def test_config_hash_tracks_the_config():
 )
 def test_bad_params_name_the_key(changes, message):
     with pytest.raises(ConfigError, match=message):
-        all_cells(load_plan(with_changes(**{"preset": "default", **changes})))
+        all_cells(parse(with_changes(**{"preset": "default", **changes})).plan)
 
 
 def test_unknown_cell_names_list_the_valid_ones():
-    plan = load_plan(PARAMS)
+    plan = parse(PARAMS).plan
     with pytest.raises(ConfigError, match="ablation 'l3' is not in params.yaml `ablations`: baseline, no_reg"):
         resolve_cell(plan, "lenet5", "l3")
     with pytest.raises(ConfigError, match="architecture 'vgg16' is not in params.yaml `architectures`"):

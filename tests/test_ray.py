@@ -25,7 +25,8 @@ from cifarbench.config import TrackingConfig, load_params  # noqa: E402
 from cifarbench.data.splits import prepare_splits  # noqa: E402
 from cifarbench.execute import ExecutorConfig, running  # noqa: E402
 from cifarbench.io import read_json  # noqa: E402
-from cifarbench.plan import load_plan, resolve_cell  # noqa: E402
+from cifarbench.params import parse  # noqa: E402
+from cifarbench.plan import resolve_cell  # noqa: E402
 from cifarbench.runner import RunSpec, train_run  # noqa: E402
 from cifarbench.tracking import Tracker  # noqa: E402
 from project import ROOT, Project  # noqa: E402
@@ -228,7 +229,7 @@ def specs(folder: Path, prepared: Path, arch: str, seeds: list[int], **train) ->
     tree["preset"] = "smoke"
     tree["presets"]["smoke"]["seeds"] = seeds
     tree["presets"]["smoke"]["train"].update(train)
-    cell = resolve_cell(load_plan(tree), arch, "baseline")
+    cell = resolve_cell(parse(tree).plan, arch, "baseline")
     tracker = Tracker.open(TrackingConfig(uri=f"sqlite:///{folder}/mlflow.db", experiment="ray"))
     (folder / "work").mkdir(parents=True, exist_ok=True)
     tags = {"git_commit": "test", "preset": "smoke", "arch": arch, "ablation": "baseline"}

@@ -25,7 +25,8 @@ from cifarbench.data.splits import prepare_splits
 from cifarbench.errors import ConfigError
 from cifarbench.execute import ExecutorConfig
 from cifarbench.paths import tuned_path
-from cifarbench.plan import load_plan, read_tuned, resolve_cell
+from cifarbench.params import parse
+from cifarbench.plan import read_tuned, resolve_cell
 from cifarbench.config import TrackingConfig
 from cifarbench.tracking import Tracker
 from cifarbench.tuning import ENV_STORAGE, Study, TuneConfig, make_search, tune_stage
@@ -77,7 +78,8 @@ def tune_runs(path: Path, kind: str) -> list:
 
 
 def tune(tree: dict, executor: ExecutorConfig = LOCAL) -> dict:
-    return tune_stage(tree, executor, ["lenet5"])["lenet5"]
+    params = parse(tree)
+    return tune_stage(params.plan, params.tune, params.tracking, executor, ["lenet5"])["lenet5"]
 
 
 def test_tiny_study_completes_prunes_logs_and_feeds_the_train_stage(workdir):
@@ -122,7 +124,7 @@ def test_tiny_study_completes_prunes_logs_and_feeds_the_train_stage(workdir):
     assert [r.info.run_id for r in tune_runs(workdir, "tune")] == [parent.info.run_id]
 
     # The train stage reads the file: the baseline takes both values, no_l2 keeps its zero weight decay.
-    plan = load_plan(tree)
+    plan = parse(tree).plan
     values = read_tuned(tuned_path("smoke", "lenet5"))
     assert resolve_cell(plan, "lenet5", "baseline", values).train.optimizer.lr == tuned["optimizer"]["lr"]
     no_l2 = resolve_cell(plan, "lenet5", "no_l2", values).train.optimizer
@@ -247,7 +249,7 @@ def alive_children(pid: int) -> list[int]:
 def test_a_trial_never_trains_longer_than_the_cell_it_tunes():
     tree = params(trials=2, epochs=3)
     cfg = TuneConfig.model_validate(tree["tune"])
-    epochs = lambda tree: make_search(load_plan(tree), cfg, "lenet5", STORAGE).cell.train.epochs  # noqa: E731
+    epochs = lambda tree: make_search(parse(tree).plan, cfg, "lenet5", STORAGE).cell.train.epochs  # noqa: E731
     assert epochs(tree) == 3
     tree["presets"]["smoke"]["tune_epochs"] = 8
     assert epochs(tree) == 3
@@ -261,7 +263,7 @@ def test_each_architecture_draws_its_own_trials_after_the_recipe(workdir):
     tree = params(trials=3)
     tree["architectures"]["vgg11"] = load_params(ROOT / "params.yaml")["architectures"]["vgg11"]
     tree["tune"]["lr"]["momentum"] = [1.0e-3, 0.5]
-    plan, cfg = load_plan(tree), TuneConfig.model_validate(tree["tune"])
+    plan, cfg = parse(tree).plan, TuneConfig.model_validate(tree["tune"])
     tracker = Tracker.open(TrackingConfig(uri="sqlite:///mlflow.db"))
     asked = {}
     for arch in ("lenet5", "vgg11"):

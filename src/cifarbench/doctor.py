@@ -58,23 +58,27 @@ def repair_lock(path: Path = LOCK) -> str | None:
 
 def run_checks(params: Path) -> tuple[list[str], list[str]]:
     """(repairs made, problems left for the user), for the lock, the journal and the tracking store."""
-    from cifarbench.config import TrackingConfig, load_params, parse_section
+    from cifarbench.params import load
     from cifarbench.tracking import check_sqlite_store, tracking_uri
-    from cifarbench.tuning import TuneConfig, repair_journal, storage_url
+    from cifarbench.tuning import repair_journal, storage_url
 
     repaired, problems = [], []
     if (fixed := repair_lock()) is not None:
         repaired.append(fixed)
     if not params.is_file():
         return repaired, problems
-    tree = load_params(params)
     try:
-        if (fixed := repair_journal(storage_url(parse_section(TuneConfig, tree.get("tune"), "tune")))) is not None:
+        loaded = load(params)
+    except CifarbenchError as exc:  # the lock is repaired above; the stores are found through the params
+        problems.append(str(exc))
+        return repaired, problems
+    try:
+        if (fixed := repair_journal(storage_url(loaded.tune))) is not None:
             repaired.append(fixed)
     except CifarbenchError as exc:
         problems.append(str(exc))
     try:
-        check_sqlite_store(tracking_uri(parse_section(TrackingConfig, tree.get("tracking"), "tracking")))
+        check_sqlite_store(tracking_uri(loaded.tracking))
     except CifarbenchError as exc:
         problems.append(str(exc))
     return repaired, problems

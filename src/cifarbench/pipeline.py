@@ -23,13 +23,13 @@ import sys
 from pathlib import Path
 
 from cifarbench import fastpaths
-from cifarbench.config import TrackingConfig, parse_section
+from cifarbench.config import TrackingConfig
 from cifarbench.engine.fast import check_device
 from cifarbench.errors import CifarbenchError, command_main
 from cifarbench.execute import Executor, ExecutorConfig, running
 from cifarbench.io import atomic_path, read_json, write_json_atomic
 from cifarbench.paths import PREPARED, cell_dir, checkpoint_dir, curve_path, metrics_path, runs_of, tuned_path
-from cifarbench.plan import Cell, all_cells, load_plan, read_tuned
+from cifarbench.plan import Cell, PlanConfig, all_cells, read_tuned
 from cifarbench.runner import HISTORY_FIELDS, RunSpec, train_run
 from cifarbench.tracking import Tracker, provenance
 
@@ -68,10 +68,9 @@ def checked_cells(plan, tuned: dict | None = None) -> list[Cell]:
     return cells
 
 
-def train_stage(tree: dict, executor: ExecutorConfig) -> dict:
+def train_stage(plan: PlanConfig, tracking: TrackingConfig, executor: ExecutorConfig) -> dict:
     """Train and test every cell of the preset that is not already finished under its current key; returns
     {"cells": planned, "trained": newly finished, "runs": runs trained}. Raises naming the failed runs."""
-    plan = load_plan(tree)
     tuned = {arch: read_tuned(tuned_path(plan.preset, arch)) for arch in plan.architectures}
     cells = checked_cells(plan, tuned)
     data = data_identity()
@@ -88,7 +87,6 @@ def train_stage(tree: dict, executor: ExecutorConfig) -> dict:
     print(f"train ({plan.preset}): {len(cells)} cells, {len(todo)} to train", flush=True)
     if not todo:
         return {"cells": len(cells), "trained": 0, "runs": 0}
-    tracking = parse_section(TrackingConfig, tree.get("tracking"), "tracking")
     gpu = any(c.train.device != "cpu" for c, _ in todo.values())
     with running(executor, gpu=gpu) as pool:
         pool.warm()
@@ -264,10 +262,10 @@ def configure(parser) -> None:
 
 
 def run(args) -> None:
-    from cifarbench.config import load_params
+    from cifarbench.params import load  # the root of the params, above this module in the layers
 
-    tree = load_params(args.params)
-    train_stage(tree, parse_section(ExecutorConfig, tree.get("executor"), "executor"))
+    params = load(args.params)
+    train_stage(params.plan, params.tracking, params.executor)
 
 
 def train_main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator
 
-from cifarbench.config import MAX_SEED, Name, Section, describe, parse_section
+from cifarbench.config import MAX_SEED, Name, Section, describe
 from cifarbench.engine import TrainConfig
 from cifarbench.engine.config import MAX_EPOCHS
 from cifarbench.errors import ConfigError
@@ -127,16 +127,14 @@ class Cell:
         return hashlib.sha256(json.dumps(self.config(), sort_keys=True).encode()).hexdigest()[:12]
 
 
-def load_plan(tree: Tree) -> PlanConfig:
-    sections = {k: tree.get(k) for k in PlanConfig.model_fields}
-    plan = parse_section(PlanConfig, sections, "")
+def check_plan(plan: PlanConfig) -> None:
+    """What the sections' own types cannot check: the preset, the baseline and the architectures exist."""
     if plan.preset not in plan.presets:
         raise ConfigError(f"params.yaml: preset: {plan.preset!r} is not defined; presets: {', '.join(plan.presets)}")
     if BASELINE not in plan.ablations:
         raise ConfigError(f"params.yaml: ablations: must define `{BASELINE}` (the reference every ablation is compared with)")
     for arch in plan.architectures:
         model_info(arch)  # unknown architecture -> ConfigError listing the valid names
-    return plan
 
 
 def deep_merge(base: Tree, override: Tree) -> Tree:

@@ -18,7 +18,8 @@ import yaml
 from cifarbench.cli import main
 from cifarbench.config import DataConfig, TrackingConfig, load_params, parse_section
 from cifarbench.errors import ConfigError
-from cifarbench.plan import all_cells, load_plan
+from cifarbench.params import parse
+from cifarbench.plan import all_cells
 from cifarbench.tuning import TuneConfig
 
 pytestmark = pytest.mark.faults
@@ -99,7 +100,7 @@ def test_plan_refuses_bad_params(case, tmp_path, monkeypatch, capsys):
 
 def test_the_real_params_yaml_still_plans():
     for preset in PARAMS["presets"]:
-        plan = load_plan(copy.deepcopy(PARAMS) | {"preset": preset})
+        plan = parse(copy.deepcopy(PARAMS) | {"preset": preset}).plan
         assert len(all_cells(plan)) == len(PARAMS["architectures"]) * len(PARAMS["ablations"])
 
 

@@ -25,6 +25,7 @@ from cifarbench.config import TrackingConfig, load_params
 from cifarbench.engine import fit
 from cifarbench.execute import ExecutorConfig
 from cifarbench.errors import CifarbenchError
+from cifarbench.params import parse
 from cifarbench.tracking import Tracker
 from cifarbench.tuning import FlockLock, TuneConfig, open_storage, tune_stage
 from engine_helpers import comparable, make_split, one_torch_thread, tiny_model, train_config  # noqa: F401
@@ -135,7 +136,8 @@ def test_damage_inside_the_journal_stops_tuning_naming_the_file(tmp_path, monkey
     journal.write_text('{"op_code": 0, "worker_id": "w", "study_name": "x", "directions": [1]}\n{"op_co\n'
                        '{"op_code": 0, "worker_id": "w", "study_name": "y", "directions": [1]}\n')
     with pytest.raises(CifarbenchError, match=rf"{journal}: the Optuna journal is damaged inside.*mv {journal}"):
-        tune_stage(smoke_params(), ExecutorConfig(), ["lenet5"])
+        params = parse(smoke_params())
+        tune_stage(params.plan, params.tune, params.tracking, ExecutorConfig(), ["lenet5"])
 
 
 HOLD_LOCK = """

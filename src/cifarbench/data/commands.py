@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cifarbench.config import DataConfig, load_params, parse_section
+from cifarbench.config import DataConfig, read_section
 from cifarbench.data.download import fetch_archive
 from cifarbench.data.splits import prepare_splits
 from cifarbench.errors import command_main
@@ -30,7 +30,7 @@ def prepare(data: DataConfig) -> dict:
 
 
 def run(args: argparse.Namespace) -> None:
-    data = parse_section(DataConfig, load_params(args.params).get("data"), "data")
+    data = read_section(args.params, DataConfig, "data")
     if args.step in ("download", "all"):
         download(data)
     if args.step in ("prepare", "all"):

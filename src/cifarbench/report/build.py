@@ -17,11 +17,11 @@ import urllib.parse
 import webbrowser
 from pathlib import Path
 
-from cifarbench.config import TrackingConfig, load_params, parse_section
+from cifarbench.config import TrackingConfig
 from cifarbench.errors import ConfigError, command_main
 from cifarbench.io import atomic_path, pid_alive, write_json_atomic
 from cifarbench.paths import DVC_LOCK, REPORTS, tuned_path
-from cifarbench.plan import all_cells, load_plan, read_tuned
+from cifarbench.plan import PlanConfig, all_cells, read_tuned
 from cifarbench.report import tables
 from cifarbench.report.render import Image, to_html, to_markdown
 from cifarbench.report.runs import load_histories, load_runs, load_tuning
@@ -29,9 +29,7 @@ from cifarbench.report.sections import Inputs, document
 from cifarbench.tracking import provenance, tracking_uri
 
 
-def gather(tree: dict) -> Inputs:
-    plan = load_plan(tree)
-    tracking = parse_section(TrackingConfig, tree.get("tracking"), "tracking")
+def gather(plan: PlanConfig, tracking: TrackingConfig) -> Inputs:
     tuned = {arch: _read_tuned(plan.preset, arch) for arch in plan.architectures}
     expected = tables.expected_cells(all_cells(plan, tuned), plan.ablations)
     uri = tracking_uri(tracking)
@@ -103,8 +101,8 @@ def _replace_folder(folder: Path, files: dict[str, bytes]) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def report_stage(tree: dict, out: Path = REPORTS) -> dict:
-    inputs = gather(tree)
+def report_stage(plan: PlanConfig, tracking: TrackingConfig, out: Path = REPORTS) -> dict:
+    inputs = gather(plan, tracking)
     metrics = write_report(inputs, out)
     runs = metrics["runs"]
     print(f"report: {out / 'comparison.html'} and comparison.md, {runs['found']} of {runs['planned']} runs, "
@@ -119,7 +117,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    report_stage(load_params(args.params))
+    from cifarbench.params import load
+
+    params = load(args.params)
+    report_stage(params.plan, params.tracking)
     page = (REPORTS / "comparison.html").resolve().as_uri()
     if args.open and webbrowser.open(page):
         return
