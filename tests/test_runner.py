@@ -11,15 +11,16 @@ import mlflow
 import pytest
 import torch
 
-from cifarbench.config import TrackingConfig, load_params
+from cifarbench.config import TrackingConfig
 from cifarbench.data.splits import prepare_splits
 from cifarbench.execute import ExecutorConfig, running
 from cifarbench.params import parse
 from cifarbench.plan import resolve_cell
 from cifarbench.runner import RunSpec, train_run
 from cifarbench.tracking import Tracker
+from small_params import small_params
 
-PARAMS = load_params(Path(__file__).parents[1] / "params.yaml")
+PARAMS = small_params()
 
 
 @pytest.fixture(scope="module")

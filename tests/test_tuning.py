@@ -20,7 +20,6 @@ import yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from cifarbench.config import load_params
 from cifarbench.data.splits import prepare_splits
 from cifarbench.errors import ConfigError
 from cifarbench.execute import ExecutorConfig
@@ -30,7 +29,7 @@ from cifarbench.plan import read_tuned, resolve_cell
 from cifarbench.config import TrackingConfig
 from cifarbench.tracking import Tracker
 from cifarbench.tuning import ENV_STORAGE, Study, TuneConfig, make_search, tune_stage
-from project import ROOT
+from small_params import small_params
 
 LOCAL = ExecutorConfig()  # one 1-thread worker process per core
 
@@ -40,8 +39,7 @@ STORAGE = "optuna/studies.journal"  # params.yaml's default, relative to the wor
 def params(trials: int = 6, epochs: int = 3, **tune) -> dict:
     """The smoke preset, lenet5 with Adam (it learns the generated data in a few epochs, so trials differ
     instead of tying at chance), a wide lr range so that some trials do badly and get pruned."""
-    tree = load_params(ROOT / "params.yaml")
-    tree["preset"] = "smoke"
+    tree = small_params(preset="smoke")
     tree["architectures"] = {"lenet5": {**tree["architectures"]["lenet5"], "train": {"optimizer": {"name": "adam", "lr": 3e-3}}}}
     smoke = tree["presets"]["smoke"]
     smoke |= {"tune_trials": trials, "tune_epochs": epochs, "train": {**smoke["train"], "epochs": epochs}}
@@ -261,7 +259,7 @@ def test_each_architecture_draws_its_own_trials_after_the_recipe(workdir):
     """Trial 0 of every study is the recipe's own lr/wd (the reference tuning must beat); the sampler is
     seeded per architecture, so two architectures do not search the same points."""
     tree = params(trials=3)
-    tree["architectures"]["vgg11"] = load_params(ROOT / "params.yaml")["architectures"]["vgg11"]
+    tree["architectures"]["vgg11"] = small_params()["architectures"]["vgg11"]
     tree["tune"]["lr"]["momentum"] = [1.0e-3, 0.5]
     plan, cfg = parse(tree).plan, TuneConfig.model_validate(tree["tune"])
     tracker = Tracker.open(TrackingConfig(uri="sqlite:///mlflow.db"))
