@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from cifarbench import fastpaths
+from cifarbench.codeclosure import training_code_digest  # also what tuning's study names hash
 from cifarbench.config import TrackingConfig
 from cifarbench.engine.fast import check_device
 from cifarbench.errors import CifarbenchError, command_main
@@ -33,19 +34,9 @@ from cifarbench.plan import Cell, PlanConfig, all_cells, read_tuned
 from cifarbench.runner import HISTORY_FIELDS, RunSpec, train_run
 from cifarbench.tracking import Tracker, provenance
 
-PACKAGE = Path(__file__).parent
-# The code that decides a run's numbers: dvc.yaml lists the same files as the train stage's deps.
-TRAINING_CODE = ("engine", "models", "data/splits.py", "plan.py", "runner.py")
 CURVE_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc"]
 FINISHED = ("completed", "diverged", "not_applicable")
 METRICS = ("test_acc_mean", "test_acc_std", "n_seeds", "train_seconds")  # a cell's line in `dvc metrics show`
-
-
-@functools.lru_cache(maxsize=1)
-def training_code_digest() -> str:
-    files = sorted(f for name in TRAINING_CODE for f in ([PACKAGE / name] if name.endswith(".py")
-                                                         else (PACKAGE / name).glob("*.py")))
-    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
 
 
 def data_identity(prepared: Path = PREPARED) -> dict:
