@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cifarbench.codeclosure import closure, module_name
+from cifarbench.codeclosure import closure, module_file, module_name
 from project import ROOT
 
 SRC = ROOT / "src"
@@ -74,3 +74,40 @@ def test_no_library_module_imports_the_command_line():
             assert "cifarbench.cli" not in names, f"{module_name(path, SRC)} imports cifarbench.cli"
     for script in sorted((ROOT / "stages").glob("*.py")):
         assert "cifarbench.cli" not in script.read_text(), f"{script.name}: call the stage's entry point, not the CLI"
+
+
+# README "Layout": the package's modules bottom to top; a module imports only from lower ones.
+LAYERS = ["errors", "paths", "config", "io", "codeclosure", "data", "models", "engine", "plan", "tracking", "execute",
+          "runner", "fastpaths", "pipeline", "tuning", "nightly.config", "params", "report", "nightly", "doctor", "cli"]
+ENTRY_POINTS = {"run", "train_main", "tune_main"}  # may import params, which sits above the sections' owners
+
+
+def layer(module: str) -> str:
+    parts = module.split(".")[1:] or ["cifarbench"]
+    return "nightly.config" if parts[:2] == ["nightly", "config"] else parts[0]
+
+
+def test_modules_import_only_from_lower_layers():
+    wrong = []
+    for path in sorted((SRC / "cifarbench").rglob("*.py")):
+        here = layer(module_name(path, SRC))
+        if here == "__init__":
+            continue
+        tree = ast.parse(path.read_text())
+        entry_imports = {id(n) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and f.name in ENTRY_POINTS
+                         for n in ast.walk(f)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("cifarbench"):
+                names = [node.module] + [f"cifarbench.{a.name}" for a in node.names
+                                       if node.module == "cifarbench" and module_file(f"cifarbench.{a.name}", SRC)]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names if a.name.startswith("cifarbench")]
+            else:
+                continue
+            for name in names:
+                there = layer(name)
+                if there in (here, "cifarbench") or (there == "params" and id(node) in entry_imports):
+                    continue
+                if there not in LAYERS or LAYERS.index(there) > LAYERS.index(here):
+                    wrong.append(f"{module_name(path, SRC)} imports {name}")
+    assert not wrong, "imports against the layers of README's Layout table:\n" + "\n".join(wrong)
