@@ -18,8 +18,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, ValidationError
 
 from cifarbench.errors import ConfigError
+from cifarbench.paths import PARAMS
 
-PARAMS_FILE = Path("params.yaml")
+PARAMS_FILE = PARAMS
 
 # The official archive (https://www.cs.toronto.edu/~kriz/cifar.html) and its published md5.
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from cifarbench.errors import CifarbenchError
-from cifarbench.paths import DVC_LOCK
+from cifarbench.paths import DVC_LOCK, PARAMS
 
 LOCK = DVC_LOCK
 
@@ -86,7 +86,7 @@ def run_checks(params: Path) -> tuple[list[str], list[str]]:
 
 # `cifarbench doctor` (cifarbench.cli)
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
+    parser.add_argument("--params", type=Path, default=PARAMS, help="params file (default: %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ from cifarbench.engine.fast import check_device
 from cifarbench.errors import CifarbenchError, command_main
 from cifarbench.execute import Executor, ExecutorConfig, running
 from cifarbench.io import atomic_path, read_json, write_json_atomic
-from cifarbench.paths import PREPARED, cell_dir, checkpoint_dir, curve_path, metrics_path, runs_of, tuned_path
+from cifarbench.paths import PARAMS, PREPARED, cell_dir, checkpoint_dir, curve_path, metrics_path, runs_of, tuned_path
 from cifarbench.plan import Cell, PlanConfig, all_cells, read_tuned
 from cifarbench.runner import HISTORY_FIELDS, RunSpec, train_run
 from cifarbench.tracking import Tracker, provenance
@@ -249,7 +249,7 @@ def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
 
 # `cifarbench train` (cifarbench.cli), which `stages/train.py` runs
 def configure(parser) -> None:
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
+    parser.add_argument("--params", type=Path, default=PARAMS, help="params file (default: %(default)s)")
 
 
 def run(args) -> None:

@@ -9,11 +9,11 @@ from cifarbench.config import DataConfig, read_section
 from cifarbench.data.download import fetch_archive
 from cifarbench.data.splits import prepare_splits
 from cifarbench.errors import command_main
-from cifarbench.paths import ARCHIVE, PREPARED
+from cifarbench.paths import ARCHIVE, PARAMS, PREPARED
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
+    parser.add_argument("--params", type=Path, default=PARAMS, help="params file (default: %(default)s)")
     parser.add_argument("--step", choices=["download", "prepare", "all"], default="all")
 
 
@@ -39,9 +39,11 @@ def run(args: argparse.Namespace) -> None:
 
 def download_main(argv: list[str] | None = None) -> int:
     """The DVC stage `download` (stages/download.py)."""
-    return command_main("stages/download.py", "fetch and verify the archive", configure, run, ["--step", "download", *(argv or [])])
+    return command_main("stages/download.py", "fetch and verify the archive", configure, run,
+                        ["--step", "download", *(argv or [])])
 
 
 def prepare_main(argv: list[str] | None = None) -> int:
     """The DVC stage `prepare` (stages/prepare.py)."""
-    return command_main("stages/prepare.py", "write the seeded splits", configure, run, ["--step", "prepare", *(argv or [])])
+    return command_main("stages/prepare.py", "write the seeded splits", configure, run,
+                        ["--step", "prepare", *(argv or [])])

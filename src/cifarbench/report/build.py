@@ -20,7 +20,7 @@ from pathlib import Path
 from cifarbench.config import TrackingConfig
 from cifarbench.errors import ConfigError, command_main
 from cifarbench.io import atomic_path, pid_alive, write_json_atomic
-from cifarbench.paths import DVC_LOCK, REPORTS, tuned_path
+from cifarbench.paths import DVC_LOCK, PARAMS, REPORTS, tuned_path
 from cifarbench.plan import PlanConfig, all_cells, read_tuned
 from cifarbench.report import tables
 from cifarbench.report.render import Image, to_html, to_markdown
@@ -112,7 +112,7 @@ def report_stage(plan: PlanConfig, tracking: TrackingConfig, out: Path = REPORTS
 
 # `cifarbench report` (cifarbench.cli)
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
+    parser.add_argument("--params", type=Path, default=PARAMS, help="params file (default: %(default)s)")
     parser.add_argument("--open", action="store_true", help="then open reports/comparison.html in the web browser")
 
 
