@@ -2,7 +2,7 @@
 
 import sys
 
-from cifarbench.cli import main
+from cifarbench.data.commands import download_main
 
 if __name__ == "__main__":
-    sys.exit(main(["data", "--step", "download", *sys.argv[1:]]))
+    sys.exit(download_main(sys.argv[1:]))

@@ -2,7 +2,7 @@
 
 import sys
 
-from cifarbench.cli import main
+from cifarbench.data.commands import prepare_main
 
 if __name__ == "__main__":
-    sys.exit(main(["data", "--step", "prepare", *sys.argv[1:]]))
+    sys.exit(prepare_main(sys.argv[1:]))

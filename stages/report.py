@@ -3,7 +3,7 @@ reports/ (comparison.md, comparison.html, figures/, metrics.json); see cifarbenc
 
 import sys
 
-from cifarbench.cli import main
+from cifarbench.report.build import report_main
 
 if __name__ == "__main__":
-    sys.exit(main(["report", *sys.argv[1:]]))
+    sys.exit(report_main(sys.argv[1:]))

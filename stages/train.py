@@ -3,7 +3,7 @@ its runs fanned out over the executor (params.yaml `executor:`); see cifarbench.
 
 import sys
 
-from cifarbench.cli import main
+from cifarbench.pipeline import train_main
 
 if __name__ == "__main__":
-    sys.exit(main(["train", *sys.argv[1:]]))
+    sys.exit(train_main(sys.argv[1:]))

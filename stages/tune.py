@@ -3,7 +3,7 @@ split, all studies' trials fanned out over the executor; writes runs/<preset>/tu
 
 import sys
 
-from cifarbench.cli import main
+from cifarbench.tuning import tune_main
 
 if __name__ == "__main__":
-    sys.exit(main(["tune", *sys.argv[1:]]))
+    sys.exit(tune_main(sys.argv[1:]))

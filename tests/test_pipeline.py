@@ -14,7 +14,8 @@ from mlflow.tracking import MlflowClient
 from cifarbench.config import load_params
 from cifarbench.errors import ConfigError
 from cifarbench.io import read_json
-from cifarbench.plan import all_cells, load_plan
+from cifarbench.params import parse
+from cifarbench.plan import all_cells
 from project import ROOT, Project, mlflow_server
 
 pytestmark = pytest.mark.slow
@@ -54,7 +55,7 @@ def test_every_cell_has_metrics_and_one_current_mlflow_run_per_seed(smoke):
     assert stages_run(result.stdout) == ["download", "prepare", "tune", "train", "report"]
     runs = {r.info.run_name: r for r in current_runs(client_for(project))}
     commit = project.run("git", "rev-parse", "HEAD").stdout.strip()
-    cells = all_cells(load_plan(project.params))
+    cells = all_cells(parse(project.params).plan)
     assert len(cells) == 98
     for cell in cells:
         metrics = read_json(project.path / "runs" / "smoke" / "metrics" / cell.arch / f"{cell.ablation}.json")
@@ -105,7 +106,7 @@ def test_bad_params_fail_before_training(smoke):
         ({"presets": {**params["presets"], "smoke": {**params["presets"]["smoke"], "seeds": "0"}}}, r"presets.smoke.seeds"),
     ]:
         with pytest.raises(ConfigError, match=message):
-            all_cells(load_plan({**params, **change}))
+            all_cells(parse({**params, **change}).plan)
     before = len(current_runs(client_for(project)))
     project.set_params(ablations__crop__train__augment__policy="cropp")
     failed = project.repro(check=False)

@@ -1,40 +1,32 @@
-"""params.yaml -> cells: layering, applicability, and errors that name the key before any training."""
+"""params -> cells: layering, applicability, and errors that name the key before any training. On the tests'
+own params (tests/params_small.yaml), not the project's params.yaml."""
 
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 
-from cifarbench.config import load_params
+from cifarbench.config import TOP_LEVEL_KEYS
 from cifarbench.errors import ConfigError
+from cifarbench.params import Params, load, parse
 from cifarbench.pipeline import cell_key
-from cifarbench.plan import all_cells, load_plan, resolve_cell
+from cifarbench.plan import AblationSpec, all_cells, resolve_cell, tuned_values
+from small_params import PATH, small_params
 
-PARAMS = load_params(Path(__file__).parents[1] / "params.yaml")
-
-
-def with_changes(**changes) -> dict:
-    tree = copy.deepcopy(PARAMS)
-    for dotted, value in changes.items():
-        *parents, last = dotted.split("__")
-        node = tree
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[last] = value
-    return tree
+PARAMS = small_params()
+with_changes = small_params
 
 
-@pytest.mark.parametrize("preset", ["smoke", "default", "nightly", "full"])
+@pytest.mark.parametrize("preset", ["smoke", "default"])
 def test_every_preset_resolves_every_cell(preset):
-    cells = all_cells(load_plan(with_changes(preset=preset)))
+    cells = all_cells(parse(with_changes(preset=preset)).plan)
     assert len(cells) == len(PARAMS["architectures"]) * len(PARAMS["ablations"])
     assert {c.preset for c in cells} == {preset}
 
 
 def test_layers_apply_in_order():
-    plan = load_plan(with_changes(preset="default"))
+    plan = parse(with_changes(preset="default")).plan
     base = resolve_cell(plan, "lenet5", "baseline")
     assert base.model.width == 2.0  # architectures.lenet5.presets.default
     assert base.train.optimizer.lr == 0.05  # architectures.lenet5 over recipe
@@ -48,7 +40,7 @@ def test_layers_apply_in_order():
 
 
 def test_cells_equal_to_baseline_are_not_applicable():
-    plan = load_plan(with_changes(preset="default"))
+    plan = parse(with_changes(preset="default")).plan
     assert "same config as baseline" in resolve_cell(plan, "alexnet", "dropout").not_applicable  # paper already p=0.5
     assert "no batch norm switch" in resolve_cell(plan, "lstm", "no_bn").not_applicable
     assert resolve_cell(plan, "resnet18", "no_bn").not_applicable is None
@@ -61,7 +53,7 @@ def test_a_cells_key_changes_only_with_what_decides_its_numbers():
     data = {"archive_md5": "0" * 32, "val_size": 5000, "seed": 0}
 
     def keys(tree: dict, data: dict = data) -> dict:
-        return {(c.arch, c.ablation): cell_key(c, data) for c in all_cells(load_plan(tree))}
+        return {(c.arch, c.ablation): cell_key(c, data) for c in all_cells(parse(tree).plan)}
 
     before = keys(with_changes(preset="default"))
     edited = keys(with_changes(preset="default", ablations__crop__train={"augment": {"policy": "crop", "crop_padding": 2}}))
@@ -78,7 +70,7 @@ def test_a_cells_key_changes_only_with_what_decides_its_numbers():
 
 
 def test_config_hash_tracks_the_config():
-    plan = load_plan(with_changes(preset="default"))
+    plan = parse(with_changes(preset="default")).plan
     a, b = resolve_cell(plan, "vgg11", "baseline"), resolve_cell(plan, "vgg11", "flip")
     assert a.config_hash() != b.config_hash()
     assert a.config_hash() == resolve_cell(plan, "vgg11", "baseline").config_hash()
@@ -87,7 +79,7 @@ def test_config_hash_tracks_the_config():
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"preset": "huge"}, "preset: 'huge' is not defined; presets: smoke, default, nightly, full"),
+        ({"preset": "huge"}, "preset: 'huge' is not defined; presets: smoke, default"),
         ({"architectures__resnet99": {}}, "unknown model 'resnet99'; valid names: "),
         ({"ablations__l1__train": {"optimizer": {"lr": -1}}}, r"train.optimizer.lr \(cell \w+/l1, set in .*ablations.l1\): Input should be greater than 0"),
         ({"ablations__flip__train": {"augment": {"policy": "flipp"}}}, r"train.augment.policy .*ablations.flip.*flipp"),
@@ -99,12 +91,66 @@ def test_config_hash_tracks_the_config():
 )
 def test_bad_params_name_the_key(changes, message):
     with pytest.raises(ConfigError, match=message):
-        all_cells(load_plan(with_changes(**{"preset": "default", **changes})))
+        all_cells(parse(with_changes(**{"preset": "default", **changes})).plan)
 
 
 def test_unknown_cell_names_list_the_valid_ones():
-    plan = load_plan(PARAMS)
+    plan = parse(PARAMS).plan
     with pytest.raises(ConfigError, match="ablation 'l3' is not in params.yaml `ablations`: baseline, no_reg"):
         resolve_cell(plan, "lenet5", "l3")
     with pytest.raises(ConfigError, match="architecture 'vgg16' is not in params.yaml `architectures`"):
         resolve_cell(plan, "vgg16", "baseline")
+
+
+TUNED = {"lr": 0.01, "weight_decay": 1e-3}
+
+
+@pytest.mark.parametrize("ablation", ["no_reg", "no_l2", "l1"])
+def test_an_ablation_setting_its_own_weight_decay_keeps_it_and_takes_the_tuned_lr(ablation):
+    spec = AblationSpec.model_validate(PARAMS["ablations"][ablation])
+    assert tuned_values(spec, TUNED) == {"lr": 0.01}
+    cell = resolve_cell(parse(PARAMS).plan, "lenet5", ablation, tuned=TUNED)
+    assert (cell.train.optimizer.lr, cell.train.optimizer.weight_decay) == (0.01, 0.0)
+
+
+@pytest.mark.parametrize("ablation", ["baseline", "dropout", "flip", "crop", "aug_none"])
+def test_every_other_ablation_takes_the_tuned_lr_and_weight_decay(ablation):
+    spec = AblationSpec.model_validate(PARAMS["ablations"][ablation])
+    assert tuned_values(spec, TUNED) == TUNED
+    cell = resolve_cell(parse(PARAMS).plan, "lenet5", ablation, tuned=TUNED)
+    assert (cell.train.optimizer.lr, cell.train.optimizer.weight_decay) == (0.01, 1e-3)
+
+
+def test_no_tuning_leaves_the_recipe_values():
+    assert tuned_values(AblationSpec.model_validate(PARAMS["ablations"]["baseline"]), None) == {}
+    cell = resolve_cell(parse(PARAMS).plan, "lenet5", "baseline")
+    assert (cell.train.optimizer.lr, cell.train.optimizer.weight_decay) == (0.05, 5.0e-4)
+
+
+def test_params_has_one_field_per_top_level_section_and_loads_once():
+    assert set(Params.model_fields) == set(TOP_LEVEL_KEYS)
+    params = load(PATH)
+    assert params.preset == "default" and params.plan.preset == "default"
+    assert params.tune.startup_trials == 4 and params.executor.kind == "local" and params.nightly.k == 3.0
+    assert params.with_preset("smoke").plan.presets["smoke"].seeds == [0]
+    with pytest.raises(ConfigError, match="preset: 'huge' is not defined"):
+        params.with_preset("huge")
+
+
+@pytest.mark.parametrize("dotted, message", [
+    ("trackng", r"params\.yaml: trackng: unknown top-level section"),
+    ("tracking__experment", r"params\.yaml: tracking\.experment: unknown key"),
+    ("executor__kinds", r"params\.yaml: executor\.kinds: unknown key"),
+    ("tune__pruner__nam", r"params\.yaml: tune\.pruner\.nam: unknown key"),
+    ("nightly__florr", r"params\.yaml: nightly\.florr: unknown key"),
+    ("data__seeds", r"params\.yaml: data\.seeds: unknown key"),
+    ("presets__smoke__epochs", r"params\.yaml: presets\.smoke\.epochs: unknown key"),
+    ("ablations__flip__modle", r"params\.yaml: ablations\.flip\.modle: unknown key"),
+])
+def test_unknown_keys_are_refused_at_every_level(dotted, message):
+    with pytest.raises(ConfigError, match=message):
+        parse(with_changes(**{dotted: 1}))
+
+
+def test_an_empty_section_takes_its_defaults():
+    assert parse(with_changes(nightly=None, executor=None)).nightly.k == 3.0

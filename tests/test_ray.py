@@ -21,18 +21,20 @@ ray = pytest.importorskip("ray")
 
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from cifarbench.config import TrackingConfig, load_params  # noqa: E402
+from cifarbench.config import TrackingConfig  # noqa: E402
 from cifarbench.data.splits import prepare_splits  # noqa: E402
 from cifarbench.execute import ExecutorConfig, running  # noqa: E402
 from cifarbench.io import read_json  # noqa: E402
-from cifarbench.plan import load_plan, resolve_cell  # noqa: E402
+from cifarbench.params import parse  # noqa: E402
+from cifarbench.plan import resolve_cell  # noqa: E402
 from cifarbench.runner import RunSpec, train_run  # noqa: E402
 from cifarbench.tracking import Tracker  # noqa: E402
-from project import ROOT, Project  # noqa: E402
+from project import Project  # noqa: E402
+from small_params import small_params  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-PARAMS = load_params(ROOT / "params.yaml")
+PARAMS = small_params()
 MARKER = "CIFARBENCH_TEST_RAY_CLUSTER"  # in the environment of every process of the test cluster
 TOKEN = uuid.uuid4().hex
 NODE = dict(num_cpus=1, num_gpus=1, object_store_memory=80 * 2**20)  # 80 MiB: the runs pass small results
@@ -228,7 +230,7 @@ def specs(folder: Path, prepared: Path, arch: str, seeds: list[int], **train) ->
     tree["preset"] = "smoke"
     tree["presets"]["smoke"]["seeds"] = seeds
     tree["presets"]["smoke"]["train"].update(train)
-    cell = resolve_cell(load_plan(tree), arch, "baseline")
+    cell = resolve_cell(parse(tree).plan, arch, "baseline")
     tracker = Tracker.open(TrackingConfig(uri=f"sqlite:///{folder}/mlflow.db", experiment="ray"))
     (folder / "work").mkdir(parents=True, exist_ok=True)
     tags = {"git_commit": "test", "preset": "smoke", "arch": arch, "ablation": "baseline"}

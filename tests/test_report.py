@@ -27,6 +27,7 @@ from PIL import Image
 from scipy import stats
 
 from cifarbench.config import load_params
+from cifarbench.params import parse
 from cifarbench.report import load_histories, load_runs
 from cifarbench.report.build import gather, report_stage, run
 from cifarbench.report.tables import ACC, paired_deltas
@@ -227,13 +228,14 @@ def test_missing_cells_and_foreign_runs_never_leak(report_project, tmp_path, mon
     monkeypatch.chdir(report_project.path)
     tree = load_params()
     tree["ablations"]["rotate"] = {"group": "augmentation", "about": "not run yet", "train": {"augment": {"policy": "rotate"}}}
-    metrics = report_stage(tree, out=tmp_path / "reports")
+    params = parse(tree)
+    metrics = report_stage(params.plan, params.tracking, out=tmp_path / "reports")
     rotate = len(ARCHS) * len(SEEDS)
     assert metrics["runs"] == {"planned": RUNS + rotate, "found": RUNS, "missing": rotate, "left_out": 1}
     matrix = as_frame(markdown_tables((tmp_path / "reports" / "comparison.md").read_text())["2. What each technique buys"][1])  # the raw table
     assert [matrix[a]["rotate"] for a in ARCHS] == ["missing", "missing"]
     assert "99.90" not in (tmp_path / "reports" / "comparison.md").read_text()
-    assert len(gather(tree).runs) == RUNS
+    assert len(gather(params.plan, params.tracking).runs) == RUNS
 
 
 def test_cli_report_says_how_to_view_it(report_project, monkeypatch, capsys):

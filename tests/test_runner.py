@@ -11,14 +11,16 @@ import mlflow
 import pytest
 import torch
 
-from cifarbench.config import TrackingConfig, load_params
+from cifarbench.config import TrackingConfig
 from cifarbench.data.splits import prepare_splits
 from cifarbench.execute import ExecutorConfig, running
-from cifarbench.plan import load_plan, resolve_cell
+from cifarbench.params import parse
+from cifarbench.plan import resolve_cell
 from cifarbench.runner import RunSpec, train_run
 from cifarbench.tracking import Tracker
+from small_params import small_params
 
-PARAMS = load_params(Path(__file__).parents[1] / "params.yaml")
+PARAMS = small_params()
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +34,7 @@ def specs(folder: Path, prepared: Path) -> list[RunSpec]:
     tree = copy.deepcopy(PARAMS)
     tree["preset"] = "smoke"
     tree["presets"]["smoke"]["seeds"] = [0, 1]
-    cell = resolve_cell(load_plan(tree), "lenet5", "baseline")
+    cell = resolve_cell(parse(tree).plan, "lenet5", "baseline")
     tracker = Tracker.open(TrackingConfig(uri=f"sqlite:///{folder}/mlflow.db", experiment="runner"))
     tags = {"git_commit": "test", "preset": "smoke", "arch": "lenet5", "ablation": "baseline"}
     return [RunSpec(cell, seed, prepared, folder / "work", folder / "models", tracker, tags | {"seed": str(seed)})

@@ -20,16 +20,16 @@ import yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from cifarbench.config import load_params
 from cifarbench.data.splits import prepare_splits
 from cifarbench.errors import ConfigError
 from cifarbench.execute import ExecutorConfig
-from cifarbench.pipeline import tuned_path
-from cifarbench.plan import load_plan, read_tuned, resolve_cell
+from cifarbench.paths import tuned_path
+from cifarbench.params import parse
+from cifarbench.plan import read_tuned, resolve_cell
 from cifarbench.config import TrackingConfig
 from cifarbench.tracking import Tracker
 from cifarbench.tuning import ENV_STORAGE, Study, TuneConfig, make_search, tune_stage
-from project import ROOT
+from small_params import small_params
 
 LOCAL = ExecutorConfig()  # one 1-thread worker process per core
 
@@ -39,8 +39,7 @@ STORAGE = "optuna/studies.journal"  # params.yaml's default, relative to the wor
 def params(trials: int = 6, epochs: int = 3, **tune) -> dict:
     """The smoke preset, lenet5 with Adam (it learns the generated data in a few epochs, so trials differ
     instead of tying at chance), a wide lr range so that some trials do badly and get pruned."""
-    tree = load_params(ROOT / "params.yaml")
-    tree["preset"] = "smoke"
+    tree = small_params(preset="smoke")
     tree["architectures"] = {"lenet5": {**tree["architectures"]["lenet5"], "train": {"optimizer": {"name": "adam", "lr": 3e-3}}}}
     smoke = tree["presets"]["smoke"]
     smoke |= {"tune_trials": trials, "tune_epochs": epochs, "train": {**smoke["train"], "epochs": epochs}}
@@ -77,7 +76,8 @@ def tune_runs(path: Path, kind: str) -> list:
 
 
 def tune(tree: dict, executor: ExecutorConfig = LOCAL) -> dict:
-    return tune_stage(tree, executor, ["lenet5"])["lenet5"]
+    params = parse(tree)
+    return tune_stage(params.plan, params.tune, params.tracking, executor, ["lenet5"])["lenet5"]
 
 
 def test_tiny_study_completes_prunes_logs_and_feeds_the_train_stage(workdir):
@@ -122,7 +122,7 @@ def test_tiny_study_completes_prunes_logs_and_feeds_the_train_stage(workdir):
     assert [r.info.run_id for r in tune_runs(workdir, "tune")] == [parent.info.run_id]
 
     # The train stage reads the file: the baseline takes both values, no_l2 keeps its zero weight decay.
-    plan = load_plan(tree)
+    plan = parse(tree).plan
     values = read_tuned(tuned_path("smoke", "lenet5"))
     assert resolve_cell(plan, "lenet5", "baseline", values).train.optimizer.lr == tuned["optimizer"]["lr"]
     no_l2 = resolve_cell(plan, "lenet5", "no_l2", values).train.optimizer
@@ -247,7 +247,7 @@ def alive_children(pid: int) -> list[int]:
 def test_a_trial_never_trains_longer_than_the_cell_it_tunes():
     tree = params(trials=2, epochs=3)
     cfg = TuneConfig.model_validate(tree["tune"])
-    epochs = lambda tree: make_search(load_plan(tree), cfg, "lenet5", STORAGE).cell.train.epochs  # noqa: E731
+    epochs = lambda tree: make_search(parse(tree).plan, cfg, "lenet5", STORAGE).cell.train.epochs  # noqa: E731
     assert epochs(tree) == 3
     tree["presets"]["smoke"]["tune_epochs"] = 8
     assert epochs(tree) == 3
@@ -259,9 +259,9 @@ def test_each_architecture_draws_its_own_trials_after_the_recipe(workdir):
     """Trial 0 of every study is the recipe's own lr/wd (the reference tuning must beat); the sampler is
     seeded per architecture, so two architectures do not search the same points."""
     tree = params(trials=3)
-    tree["architectures"]["vgg11"] = load_params(ROOT / "params.yaml")["architectures"]["vgg11"]
+    tree["architectures"]["vgg11"] = small_params()["architectures"]["vgg11"]
     tree["tune"]["lr"]["momentum"] = [1.0e-3, 0.5]
-    plan, cfg = load_plan(tree), TuneConfig.model_validate(tree["tune"])
+    plan, cfg = parse(tree).plan, TuneConfig.model_validate(tree["tune"])
     tracker = Tracker.open(TrackingConfig(uri="sqlite:///mlflow.db"))
     asked = {}
     for arch in ("lenet5", "vgg11"):

@@ -11,7 +11,7 @@ import importlib
 import sys
 
 from cifarbench import __version__
-from cifarbench.errors import CifarbenchError
+from cifarbench.errors import command_main
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -45,18 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     name, rest = argv[0], argv[1:]
     module = importlib.import_module(COMMANDS[name][0])
-    parser = argparse.ArgumentParser(prog=f"cifarbench {name}", description=COMMANDS[name][1])
-    module.configure(parser)
-    return run_reporting_errors(module.run, parser.parse_args(rest))
-
-
-def run_reporting_errors(func, *args) -> int:
-    """Call func; a CifarbenchError becomes its message on stderr and exit status 2 (no traceback)."""
-    try:
-        return func(*args) or 0
-    except CifarbenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return command_main(f"cifarbench {name}", COMMANDS[name][1], module.configure, module.run, rest)
 
 
 if __name__ == "__main__":

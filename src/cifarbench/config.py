@@ -4,7 +4,9 @@ Every section is a strict pydantic model with `extra="forbid"`: an unknown key o
 `ConfigError` whose message names the dotted key (`data.val_size`) and what was expected. Strict means
 no coercion: a quoted number ("1e-3"), a bool where a number goes, a float where an int goes and inf/NaN
 are all refused (an int is accepted for a float: YAML writes `lr: 1` that way).
-Functions further in receive only the section object they use.
+Functions further in receive only the section object they use. The root model of the whole file, which
+puts every section together, is cifarbench.params.Params (it imports the sections' owners, which import
+this module).
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, ValidationError
 
 from cifarbench.errors import ConfigError
+from cifarbench.paths import PARAMS
 
-PARAMS_FILE = Path("params.yaml")
+PARAMS_FILE = PARAMS
 
 # The official archive (https://www.cs.toronto.edu/~kriz/cifar.html) and its published md5.
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -65,7 +68,8 @@ T = TypeVar("T", bound=BaseModel)
 
 
 def load_params(path: Path | str = PARAMS_FILE) -> dict[str, Any]:
-    """The raw params tree. A missing file or invalid YAML is a ConfigError."""
+    """The raw params tree (cifarbench.params.load validates it whole). A missing file or invalid YAML is a
+    ConfigError."""
     path = Path(path)
     try:
         tree = yaml.safe_load(path.read_text())
@@ -77,6 +81,11 @@ def load_params(path: Path | str = PARAMS_FILE) -> dict[str, Any]:
         raise ConfigError(f"{path} must hold a mapping of sections (data:, train:, ...), got {type(tree).__name__}")
     check_top_level(tree)
     return tree
+
+
+def read_section(path: Path | str, model: type[T], key: str) -> T:
+    """One section of the params file, for a command that needs no other (the data stages)."""
+    return parse_section(model, load_params(path).get(key), key)
 
 
 def check_top_level(tree: dict[str, Any]) -> None:

@@ -18,8 +18,9 @@ import time
 from pathlib import Path
 
 from cifarbench.errors import CifarbenchError
+from cifarbench.paths import DVC_LOCK, PARAMS
 
-LOCK = Path("dvc.lock")
+LOCK = DVC_LOCK
 
 
 def lock_problem(path: Path = LOCK) -> str | None:
@@ -57,23 +58,27 @@ def repair_lock(path: Path = LOCK) -> str | None:
 
 def run_checks(params: Path) -> tuple[list[str], list[str]]:
     """(repairs made, problems left for the user), for the lock, the journal and the tracking store."""
-    from cifarbench.config import TrackingConfig, load_params, parse_section
+    from cifarbench.params import load
     from cifarbench.tracking import check_sqlite_store, tracking_uri
-    from cifarbench.tuning import TuneConfig, repair_journal, storage_url
+    from cifarbench.tuning import repair_journal, storage_url
 
     repaired, problems = [], []
     if (fixed := repair_lock()) is not None:
         repaired.append(fixed)
     if not params.is_file():
         return repaired, problems
-    tree = load_params(params)
     try:
-        if (fixed := repair_journal(storage_url(parse_section(TuneConfig, tree.get("tune"), "tune")))) is not None:
+        loaded = load(params)
+    except CifarbenchError as exc:  # the lock is repaired above; the stores are found through the params
+        problems.append(str(exc))
+        return repaired, problems
+    try:
+        if (fixed := repair_journal(storage_url(loaded.tune))) is not None:
             repaired.append(fixed)
     except CifarbenchError as exc:
         problems.append(str(exc))
     try:
-        check_sqlite_store(tracking_uri(parse_section(TrackingConfig, tree.get("tracking"), "tracking")))
+        check_sqlite_store(tracking_uri(loaded.tracking))
     except CifarbenchError as exc:
         problems.append(str(exc))
     return repaired, problems
@@ -81,7 +86,7 @@ def run_checks(params: Path) -> tuple[list[str], list[str]]:
 
 # `cifarbench doctor` (cifarbench.cli)
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
+    parser.add_argument("--params", type=Path, default=PARAMS, help="params file (default: %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:

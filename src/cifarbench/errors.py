@@ -11,3 +11,24 @@ class ConfigError(CifarbenchError):
 
 class DataError(CifarbenchError):
     """The CIFAR-10 archive could not be fetched, verified, extracted or read."""
+
+
+def run_reporting_errors(func, *args) -> int:
+    """Call func; a CifarbenchError becomes its message on stderr and exit status 2 (no traceback)."""
+    import sys
+
+    try:
+        return func(*args) or 0
+    except CifarbenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def command_main(prog: str, description: str, configure, run, argv: list[str] | None = None) -> int:
+    """A command's whole life: its arguments (`configure(parser)`), then `run(args)` with errors reported.
+    What `cifarbench <command>` and each DVC stage script (stages/*.py) call."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    configure(parser)
+    return run_reporting_errors(run, parser.parse_args(argv))

@@ -1,13 +1,5 @@
-"""The train stage: every cell of the matrix, its runs fanned out over an executor (cifarbench.execute),
-and where the stages' files live.
-
-    runs/<preset>/tuned/<arch>.json                     tune: best lr / weight decay
-    runs/<preset>/cells/<arch>/<ablation>/              train: result.json (key, per-seed results),
-                                                        history.csv, models/seed<k>.pt
-    runs/<preset>/metrics/<arch>/<ablation>.json        train: the cell's metrics (`dvc metrics show`)
-    runs/<preset>/curves/<arch>/<ablation>.csv          train: its mean learning curve (`dvc plots show`)
-    runs/checkpoints/<preset>/<arch>/<ablation>/<key>/  resumable checkpoints and finished runs of an
-                                                        unfinished cell (not a DVC output)
+"""The train stage: every cell of the matrix, its runs fanned out over an executor (cifarbench.execute).
+Its files (runs/<preset>/cells, metrics, curves, checkpoints) are named by cifarbench.paths.
 
 One DVC stage trains the whole matrix; its outputs persist between runs (`persist: true`), and a cell is
 trained only when its result.json does not carry the cell's current key: a hash of everything that
@@ -31,50 +23,20 @@ import sys
 from pathlib import Path
 
 from cifarbench import fastpaths
-from cifarbench.config import TrackingConfig, parse_section
-from cifarbench.data.commands import PREPARED
+from cifarbench.codeclosure import training_code_digest  # also what tuning's study names hash
+from cifarbench.config import TrackingConfig
 from cifarbench.engine.fast import check_device
-from cifarbench.errors import CifarbenchError
+from cifarbench.errors import CifarbenchError, command_main
 from cifarbench.execute import Executor, ExecutorConfig, running
 from cifarbench.io import atomic_path, read_json, write_json_atomic
-from cifarbench.plan import Cell, all_cells, load_plan, read_tuned
+from cifarbench.paths import PARAMS, PREPARED, cell_dir, checkpoint_dir, curve_path, metrics_path, runs_of, tuned_path
+from cifarbench.plan import Cell, PlanConfig, all_cells, read_tuned
 from cifarbench.runner import HISTORY_FIELDS, RunSpec, train_run
 from cifarbench.tracking import Tracker, provenance
 
-RUNS = Path("runs")
-PACKAGE = Path(__file__).parent
-# The code that decides a run's numbers: dvc.yaml lists the same files as the train stage's deps.
-TRAINING_CODE = ("engine", "models", "data/splits.py", "plan.py", "runner.py")
 CURVE_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc"]
 FINISHED = ("completed", "diverged", "not_applicable")
 METRICS = ("test_acc_mean", "test_acc_std", "n_seeds", "train_seconds")  # a cell's line in `dvc metrics show`
-
-
-def cell_dir(preset: str, arch: str, ablation: str) -> Path:
-    return RUNS / preset / "cells" / arch / ablation
-
-
-def metrics_path(preset: str, arch: str, ablation: str) -> Path:
-    return RUNS / preset / "metrics" / arch / f"{ablation}.json"
-
-
-def curve_path(preset: str, arch: str, ablation: str) -> Path:
-    return RUNS / preset / "curves" / arch / f"{ablation}.csv"
-
-
-def tuned_path(preset: str, arch: str) -> Path:
-    return RUNS / preset / "tuned" / f"{arch}.json"
-
-
-def checkpoint_dir(cell: Cell, key: str) -> Path:
-    return RUNS / "checkpoints" / cell.preset / cell.arch / cell.ablation / key
-
-
-@functools.lru_cache(maxsize=1)
-def training_code_digest() -> str:
-    files = sorted(f for name in TRAINING_CODE for f in ([PACKAGE / name] if name.endswith(".py")
-                                                         else (PACKAGE / name).glob("*.py")))
-    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
 
 
 def data_identity(prepared: Path = PREPARED) -> dict:
@@ -97,10 +59,9 @@ def checked_cells(plan, tuned: dict | None = None) -> list[Cell]:
     return cells
 
 
-def train_stage(tree: dict, executor: ExecutorConfig) -> dict:
+def train_stage(plan: PlanConfig, tracking: TrackingConfig, executor: ExecutorConfig) -> dict:
     """Train and test every cell of the preset that is not already finished under its current key; returns
     {"cells": planned, "trained": newly finished, "runs": runs trained}. Raises naming the failed runs."""
-    plan = load_plan(tree)
     tuned = {arch: read_tuned(tuned_path(plan.preset, arch)) for arch in plan.architectures}
     cells = checked_cells(plan, tuned)
     data = data_identity()
@@ -117,7 +78,6 @@ def train_stage(tree: dict, executor: ExecutorConfig) -> dict:
     print(f"train ({plan.preset}): {len(cells)} cells, {len(todo)} to train", flush=True)
     if not todo:
         return {"cells": len(cells), "trained": 0, "runs": 0}
-    tracking = parse_section(TrackingConfig, tree.get("tracking"), "tracking")
     gpu = any(c.train.device != "cpu" for c, _ in todo.values())
     with running(executor, gpu=gpu) as pool:
         pool.warm()
@@ -150,7 +110,7 @@ def _specs(cells: list[Cell], keys: dict[str, str], tracker: Tracker, data: dict
     tags = {**provenance(), "data_md5": data["archive_md5"]}
     specs = []
     for cell in cells:
-        work = checkpoint_dir(cell, keys[cell.name]).resolve()
+        work = checkpoint_dir(cell.preset, cell.arch, cell.ablation, keys[cell.name]).resolve()
         work.mkdir(parents=True, exist_ok=True)
         models = cell_dir(cell.preset, cell.arch, cell.ablation).resolve() / "models"
         models.mkdir(parents=True, exist_ok=True)
@@ -225,7 +185,7 @@ def _finish_cell(cell: Cell, key: str, done: dict[int, dict]) -> None:
     per_seed = {seed: done[seed]["summary"] for seed in cell.seeds}
     history = [row for seed in cell.seeds for row in done[seed]["history"]]
     _write_cell(cell, key, summarize(per_seed), history)
-    shutil.rmtree(checkpoint_dir(cell, key), ignore_errors=True)
+    shutil.rmtree(checkpoint_dir(cell.preset, cell.arch, cell.ablation, key), ignore_errors=True)
 
 
 def summarize(per_seed: dict[int, dict]) -> dict:
@@ -275,7 +235,7 @@ def _remove_stale(preset: str, cells: list[Cell]) -> None:
     """Outputs of cells the plan no longer has (an ablation or architecture removed from params.yaml)."""
     planned = {(c.arch, c.ablation) for c in cells}
     for kind, suffix in (("cells", ""), ("metrics", ".json"), ("curves", ".csv")):
-        for path in sorted((RUNS / preset / kind).glob(f"*/*{suffix}")):
+        for path in sorted(runs_of(preset, kind).glob(f"*/*{suffix}")):
             if (path.parent.name, path.name.removesuffix(suffix)) not in planned:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
 
@@ -289,11 +249,16 @@ def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
 
 # `cifarbench train` (cifarbench.cli), which `stages/train.py` runs
 def configure(parser) -> None:
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
+    parser.add_argument("--params", type=Path, default=PARAMS, help="params file (default: %(default)s)")
 
 
 def run(args) -> None:
-    from cifarbench.config import load_params
+    from cifarbench.params import load  # the root of the params, above this module in the layers
 
-    tree = load_params(args.params)
-    train_stage(tree, parse_section(ExecutorConfig, tree.get("executor"), "executor"))
+    params = load(args.params)
+    train_stage(params.plan, params.tracking, params.executor)
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    """The DVC stage `train` (stages/train.py)."""
+    return command_main("stages/train.py", "train every unfinished cell of the matrix", configure, run, argv)

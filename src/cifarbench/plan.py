@@ -6,11 +6,12 @@ A cell's config is built from params.yaml by merging, in this order (later wins)
     architectures.<arch>                 what this architecture does differently (e.g. Adam for the LSTM)
     presets.<preset>                     the budget shared by all architectures (epochs, subsets, seeds)
     architectures.<arch>.presets.<preset>  this architecture's budget (width, epochs)
-    tuned lr / weight decay              from the tune stage, when the preset tunes
+    tuned lr / weight decay              from the tune stage, when the preset tunes (`tuned_values`)
     ablations.<ablation>                 the one thing this ablation changes
 
-so every ablation takes the tuned learning rate and weight decay except where it sets them itself
-(`no_l2` sets weight decay to 0). An ablation that resolves to the baseline's own config for an
+Which ablations take the tuned values is one rule, `tuned_values`: every ablation takes the tuned learning
+rate and weight decay except a value it sets itself (`no_reg`, `no_l2` and `l1` set weight decay to 0).
+An ablation that resolves to the baseline's own config for an
 architecture (dropout where the paper already uses it, no_bn where there is no batch norm) is not run:
 the cell is marked not applicable, with the reason.
 """
@@ -26,7 +27,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator
 
-from cifarbench.config import MAX_SEED, Name, Section, describe, parse_section
+from cifarbench.config import MAX_SEED, Name, Section, describe
 from cifarbench.engine import TrainConfig
 from cifarbench.engine.config import MAX_EPOCHS
 from cifarbench.errors import ConfigError
@@ -127,16 +128,14 @@ class Cell:
         return hashlib.sha256(json.dumps(self.config(), sort_keys=True).encode()).hexdigest()[:12]
 
 
-def load_plan(tree: Tree) -> PlanConfig:
-    sections = {k: tree.get(k) for k in PlanConfig.model_fields}
-    plan = parse_section(PlanConfig, sections, "")
+def check_plan(plan: PlanConfig) -> None:
+    """What the sections' own types cannot check: the preset, the baseline and the architectures exist."""
     if plan.preset not in plan.presets:
         raise ConfigError(f"params.yaml: preset: {plan.preset!r} is not defined; presets: {', '.join(plan.presets)}")
     if BASELINE not in plan.ablations:
         raise ConfigError(f"params.yaml: ablations: must define `{BASELINE}` (the reference every ablation is compared with)")
     for arch in plan.architectures:
         model_info(arch)  # unknown architecture -> ConfigError listing the valid names
-    return plan
 
 
 def deep_merge(base: Tree, override: Tree) -> Tree:
@@ -158,12 +157,24 @@ def _layers(plan: PlanConfig, arch: str, ablation: str | None, tuned: Tree | Non
         (f"presets.{plan.preset}", {"model": budget.model, "train": budget.train}),
         (f"architectures.{arch}.presets.{plan.preset}", arch_budget.model_dump()),
     ]
-    if tuned:
-        layers.append((f"tuned values for {arch}", {"train": {"optimizer": tuned}}))
-    if ablation is not None:
-        abl = plan.ablations[ablation]
+    abl = plan.ablations[ablation] if ablation is not None else None
+    if taken := tuned_values(abl, tuned):
+        layers.append((f"tuned values for {arch}", {"train": {"optimizer": taken}}))
+    if abl is not None:
         layers.append((f"ablations.{ablation}", {"model": abl.model, "train": abl.train}))
     return layers
+
+
+def tuned_values(ablation: AblationSpec | None, tuned: Tree | None) -> Tree:
+    """The tuned optimizer values (tune stage: {"lr": .., "weight_decay": ..}) a cell of `ablation` takes.
+
+    Tuning searches the baseline's lr and weight decay; every ablation takes them, except a value the
+    ablation sets itself: `no_reg`, `no_l2` and `l1` set `train.optimizer.weight_decay: 0` to measure what
+    weight decay buys, and the tuned value would undo exactly that. They still take the tuned lr. None or
+    {} (the preset does not tune) gives {}: the recipe's values stand."""
+    own = ablation.train.get("optimizer") if ablation is not None else None
+    own = own if isinstance(own, dict) else {}  # a malformed one is refused by TrainConfig, naming the key
+    return {key: value for key, value in (tuned or {}).items() if key not in own}
 
 
 def _validate(layers: list[tuple[str, Tree]], arch: str, where: str) -> tuple[ModelConfig, TrainConfig]:

@@ -59,15 +59,15 @@ from optuna.storages._heartbeat import get_heartbeat_thread  # what Study.optimi
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import AfterValidator, Field, PositiveFloat, field_validator
 
-from cifarbench.config import MAX_SEED, ListAsTuple, Section, TrackingConfig, parse_section
+from cifarbench.config import MAX_SEED, ListAsTuple, Section, TrackingConfig
 from cifarbench.data import load_split
-from cifarbench.data.commands import PREPARED
 from cifarbench.engine.registry import check_name, lookup
-from cifarbench.errors import CifarbenchError
+from cifarbench.errors import CifarbenchError, command_main
 from cifarbench.execute import ExecutorConfig, running
 from cifarbench.io import write_json_atomic
-from cifarbench.pipeline import checked_cells, training_code_digest, tuned_path
-from cifarbench.plan import BASELINE, Cell, PlanConfig, load_plan, resolve_cell
+from cifarbench.paths import PREPARED, tuned_path
+from cifarbench.pipeline import checked_cells, training_code_digest
+from cifarbench.plan import BASELINE, Cell, PlanConfig, resolve_cell
 from cifarbench.tracking import CURRENT, Tracker, mark_current, provenance
 
 ENV_STORAGE = "CIFARBENCH_OPTUNA_STORAGE"
@@ -508,7 +508,7 @@ _STATE = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialSta
 
 
 def summarize(study: optuna.Study | None, search: Search, storage: str) -> dict:
-    """The tuned file's content (see pipeline.tuned_path); the recipe's values when no trial completed."""
+    """The tuned file's content (see paths.tuned_path); the recipe's values when no trial completed."""
     trials = study.get_trials(deepcopy=False) if study is not None else []
     counts = {name: sum(t.state == state for t in trials) for state, name in _STATE.items()}
     epochs = sum(t.user_attrs.get("epochs", len(t.intermediate_values)) for t in trials)
@@ -536,13 +536,12 @@ def importances(study: optuna.Study) -> dict[str, float]:
     return values
 
 
-def tune_stage(tree: dict, executor: ExecutorConfig, archs: list[str] | None = None) -> dict[str, dict]:
+def tune_stage(plan: PlanConfig, cfg: TuneConfig, tracking: TrackingConfig, executor: ExecutorConfig,
+               archs: list[str] | None = None) -> dict[str, dict]:
     """Tune the lr and weight decay of every architecture (or `archs`), all studies' trials fanned out
     over the executor; writes each tuned file and returns their contents by architecture."""
     _quiet()
-    plan = load_plan(tree)
     checked_cells(plan)  # bad params fail here, before any training
-    cfg = parse_section(TuneConfig, tree.get("tune"), "tune")
     url = storage_url(cfg)
     searches = [make_search(plan, cfg, arch, url) for arch in (archs or plan.architectures)]
     out = {}
@@ -552,7 +551,7 @@ def tune_stage(tree: dict, executor: ExecutorConfig, archs: list[str] | None = N
     searches = [s for s in searches if s.trials > 0]
     if not searches:
         return out
-    tracker = Tracker.open(parse_section(TrackingConfig, tree.get("tracking"), "tracking"))
+    tracker = Tracker.open(tracking)
     studies = {s.cell.arch: Study(s, cfg, url, tracker) for s in searches}
     print(f"tune ({plan.preset}): {len(studies)} studies in {shown(url)}, "
           f"{', '.join(f'{a} {s.trials} x {s.cell.train.epochs} ep' for a, s in ((s.cell.arch, s) for s in searches))}",
@@ -720,7 +719,12 @@ def configure(parser) -> None:
 
 
 def run(args) -> None:
-    from cifarbench.config import load_params
+    from cifarbench.params import load  # the root of the params, above this module in the layers
 
-    tree = load_params()
-    tune_stage(tree, parse_section(ExecutorConfig, tree.get("executor"), "executor"), args.arch)
+    params = load()
+    tune_stage(params.plan, params.tune, params.tracking, params.executor, args.arch)
+
+
+def tune_main(argv: list[str] | None = None) -> int:
+    """The DVC stage `tune` (stages/tune.py)."""
+    return command_main("stages/tune.py", "tune every architecture's lr and weight decay", configure, run, argv)

@@ -21,14 +21,15 @@ import pytest
 import torch
 from optuna.distributions import FloatDistribution
 
-from cifarbench.config import TrackingConfig, load_params
+from cifarbench.config import TrackingConfig
 from cifarbench.engine import fit
 from cifarbench.execute import ExecutorConfig
 from cifarbench.errors import CifarbenchError
+from cifarbench.params import parse
 from cifarbench.tracking import Tracker
 from cifarbench.tuning import FlockLock, TuneConfig, open_storage, tune_stage
 from engine_helpers import comparable, make_split, one_torch_thread, tiny_model, train_config  # noqa: F401
-from project import ROOT
+from small_params import small_params
 
 pytestmark = pytest.mark.faults
 
@@ -37,8 +38,7 @@ TUNE = TuneConfig(lr={"momentum": [0.01, 0.1]})
 
 def smoke_params() -> dict:
     """The smoke preset, lenet5 and its baseline only, tuned 1 trial of 1 epoch."""
-    tree = load_params(ROOT / "params.yaml")
-    tree["preset"] = "smoke"
+    tree = small_params(preset="smoke")
     tree["architectures"] = {"lenet5": tree["architectures"]["lenet5"]}
     tree["ablations"] = {"baseline": tree["ablations"]["baseline"]}
     tree["presets"]["smoke"] |= {"tune_trials": 1, "tune_epochs": 1}
@@ -135,7 +135,8 @@ def test_damage_inside_the_journal_stops_tuning_naming_the_file(tmp_path, monkey
     journal.write_text('{"op_code": 0, "worker_id": "w", "study_name": "x", "directions": [1]}\n{"op_co\n'
                        '{"op_code": 0, "worker_id": "w", "study_name": "y", "directions": [1]}\n')
     with pytest.raises(CifarbenchError, match=rf"{journal}: the Optuna journal is damaged inside.*mv {journal}"):
-        tune_stage(smoke_params(), ExecutorConfig(), ["lenet5"])
+        params = parse(smoke_params())
+        tune_stage(params.plan, params.tune, params.tracking, ExecutorConfig(), ["lenet5"])
 
 
 HOLD_LOCK = """

@@ -5,16 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cifarbench.config import DataConfig, load_params, parse_section
+from cifarbench.config import DataConfig, read_section
 from cifarbench.data.download import fetch_archive
 from cifarbench.data.splits import prepare_splits
-
-ARCHIVE = Path("data/raw/cifar-10-python.tar.gz")
-PREPARED = Path("data/prepared")
+from cifarbench.errors import command_main
+from cifarbench.paths import ARCHIVE, PARAMS, PREPARED
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
+    parser.add_argument("--params", type=Path, default=PARAMS, help="params file (default: %(default)s)")
     parser.add_argument("--step", choices=["download", "prepare", "all"], default="all")
 
 
@@ -31,8 +30,20 @@ def prepare(data: DataConfig) -> dict:
 
 
 def run(args: argparse.Namespace) -> None:
-    data = parse_section(DataConfig, load_params(args.params).get("data"), "data")
+    data = read_section(args.params, DataConfig, "data")
     if args.step in ("download", "all"):
         download(data)
     if args.step in ("prepare", "all"):
         prepare(data)
+
+
+def download_main(argv: list[str] | None = None) -> int:
+    """The DVC stage `download` (stages/download.py)."""
+    return command_main("stages/download.py", "fetch and verify the archive", configure, run,
+                        ["--step", "download", *(argv or [])])
+
+
+def prepare_main(argv: list[str] | None = None) -> int:
+    """The DVC stage `prepare` (stages/prepare.py)."""
+    return command_main("stages/prepare.py", "write the seeded splits", configure, run,
+                        ["--step", "prepare", *(argv or [])])

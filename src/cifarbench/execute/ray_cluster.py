@@ -98,7 +98,7 @@ CANCEL_WAIT_S = 30  # a force-cancelled task's worker is killed in ~0.1 s (measu
 
 
 def _training_code() -> str:
-    from cifarbench.pipeline import training_code_digest
+    from cifarbench.codeclosure import training_code_digest
 
     return training_code_digest()
 

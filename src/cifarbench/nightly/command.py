@@ -11,11 +11,12 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from cifarbench.config import TrackingConfig, load_params, parse_section
+from cifarbench.config import TrackingConfig
 from cifarbench.errors import CifarbenchError, ConfigError
 from cifarbench.nightly.compare import compare, summarize
 from cifarbench.nightly.config import NightlyConfig
 from cifarbench.nightly.store import append_history, cells_of, night, read_baseline, read_history, write_baseline
+from cifarbench.params import Params, load
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -28,14 +29,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    tree = load_params(args.params)
-    cfg = parse_section(NightlyConfig, tree.get("nightly"), "nightly")
-    cells = applicable_cells(tree, args.preset)
+    params = load(args.params).with_preset(args.preset)  # an unknown preset: a ConfigError naming the valid ones
+    cfg = params.nightly
+    cells = applicable_cells(params)
     # The stored files are read before the pipeline: a bad one is reported now, not after a night of training.
     baseline = comparable_baseline(cfg, args.preset, args.update_baseline)
-    uri = shared_tracking_uri(tree, args.params)
-    pipeline_ok = args.no_run or _reproduce(args, tree, uri) == 0
-    tonight = night(summarize(tonight_runs(uri, tree, args.preset), cells), preset=args.preset,
+    uri = shared_tracking_uri(params.tracking, args.params)
+    pipeline_ok = args.no_run or _reproduce(args, params) == 0
+    tonight = night(summarize(tonight_runs(uri, params.tracking, args.preset), cells), preset=args.preset,
                     commit=_git_commit(args.params), date=datetime.now(timezone.utc))
     comparison = compare(cells_of(tonight), cells_of(baseline or {"cells": []}), cfg)
     verdicts = {"failed": comparison.failed, "pipeline_ok": pipeline_ok, "regressed": comparison.regressed_names(),
@@ -66,11 +67,11 @@ def comparable_baseline(cfg: NightlyConfig, preset: str, replacing: bool) -> dic
     return baseline
 
 
-def _reproduce(args: argparse.Namespace, tree: dict, uri: str) -> int:
+def _reproduce(args: argparse.Namespace, params: Params) -> int:
+    """The pipeline in the nightly's worktree; its stages open the shared stores themselves."""
     from cifarbench.nightly.worktree import reproduce
 
-    del uri  # the stages in the worktree open the shared store themselves (cifarbench.tracking.Tracker)
-    return reproduce(args.preset, tree, args.params)
+    return reproduce(args.preset, params.tracking.uri, params.tune.storage, args.params)
 
 
 def _conclude(args, cfg: NightlyConfig, tonight: dict, comparison, pipeline_ok: bool) -> int:
@@ -87,27 +88,24 @@ def _conclude(args, cfg: NightlyConfig, tonight: dict, comparison, pipeline_ok: 
     return 1 if comparison.failed or not pipeline_ok else 0
 
 
-def applicable_cells(tree: dict, preset: str) -> list[tuple[str, str]]:
+def applicable_cells(params: Params) -> list[tuple[str, str]]:
     """The (arch, ablation) cells the preset trains: every cell of params.yaml but the not-applicable ones."""
-    from cifarbench.plan import all_cells, load_plan
+    from cifarbench.plan import all_cells
 
-    plan = load_plan({**tree, "preset": preset})  # an unknown preset is a ConfigError naming the valid ones
-    return [(c.arch, c.ablation) for c in all_cells(plan) if not c.not_applicable]
+    return [(c.arch, c.ablation) for c in all_cells(params.plan) if not c.not_applicable]
 
 
-def shared_tracking_uri(tree: dict, params: Path) -> str:
+def shared_tracking_uri(tracking: TrackingConfig, params: Path) -> str:
     """The MLflow store the nightly's pipeline writes to and the comparison reads from: the user's, a
     relative SQLite path taken from params.yaml's folder."""
     from cifarbench.nightly.worktree import shared_uri
 
-    tracking = parse_section(TrackingConfig, tree.get("tracking"), "tracking")
     return shared_uri(os.environ.get("MLFLOW_TRACKING_URI") or tracking.uri, params.resolve().parent)
 
 
-def tonight_runs(uri: str, tree: dict, preset: str):
+def tonight_runs(uri: str, tracking: TrackingConfig, preset: str):
     from cifarbench.report.runs import load_runs
 
-    tracking = parse_section(TrackingConfig, tree.get("tracking"), "tracking")
     return load_runs(uri, tracking.experiment, preset)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from cifarbench import paths
 from cifarbench.config import Section
 
 
@@ -13,6 +14,6 @@ class NightlyConfig(Section):
     floor: float = Field(0.05, ge=0, lt=1, description="smallest accuracy drop (fraction) that counts")
     max_slowdown: float = Field(0.25, gt=0, lt=1, description="throughput regresses below (1 - this) x baseline, "
                                                               "compared only on the same recorded hardware")
-    baseline: str = Field("reports/nightly/baseline.json", min_length=1)
-    history: str = Field("reports/nightly/history", min_length=1, description="one JSON file per night")
-    report: str = Field("reports/nightly.md", min_length=1, description="the HTML and the plot go beside it")
+    baseline: str = Field(str(paths.NIGHTLY_BASELINE), min_length=1)
+    history: str = Field(str(paths.NIGHTLY_HISTORY), min_length=1, description="one JSON file per night")
+    report: str = Field(str(paths.NIGHTLY_REPORT), min_length=1, description="the HTML and the plot go beside it")

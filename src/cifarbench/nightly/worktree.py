@@ -42,12 +42,12 @@ def with_preset(text: str, preset: str) -> str:
     return PRESET_LINE.sub(lambda m: m.group(0).replace(m.group(1), preset, 1), text, count=1)
 
 
-def reproduce(preset: str, tree: dict, params: Path = Path("params.yaml")) -> int:
+def reproduce(preset: str, tracking_uri: str, storage: str, params: Path = Path("params.yaml")) -> int:
     """`dvc repro --no-run-cache train` under `preset` in the nightly worktree; DVC's exit status."""
     project = params.resolve().parent
     with exclusive(project / LOCK) as lock_fd:
         workdir = prepare(project, preset)
-        env = pipeline_env(project, workdir, tree)
+        env = pipeline_env(project, workdir, tracking_uri, storage)
         return run_stoppable([sys.executable, "-m", "dvc", "repro", "--no-run-cache", *TARGETS], workdir, env, lock_fd)
 
 
@@ -156,17 +156,15 @@ def _command(cwd: Path, *cmd: str) -> str:
 
 # --- the shared stores --------------------------------------------------------------------------------------
 
-def pipeline_env(project: Path, workdir: Path, tree: dict) -> dict[str, str]:
+def pipeline_env(project: Path, workdir: Path, tracking_uri: str, storage: str) -> dict[str, str]:
     """The environment of `dvc repro` in the worktree: this Python's `python` and `dvc` first on PATH (as
     `make repro` arranges), the worktree's code first on PYTHONPATH (the stages run the commit DVC hashes,
     not an editable install of the user's checkout), and the user's MLflow store and Optuna storage."""
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(workdir / "src"), env.get("PYTHONPATH")]))
-    env["MLFLOW_TRACKING_URI"] = shared_uri(env.get("MLFLOW_TRACKING_URI") or tree["tracking"]["uri"], project)
-    storage = env.get(OPTUNA_STORAGE_ENV) or (tree.get("tune") or {}).get("storage")
-    if storage:
-        env[OPTUNA_STORAGE_ENV] = shared_uri(storage, project)
+    env["MLFLOW_TRACKING_URI"] = shared_uri(env.get("MLFLOW_TRACKING_URI") or tracking_uri, project)
+    env[OPTUNA_STORAGE_ENV] = shared_uri(env.get(OPTUNA_STORAGE_ENV) or storage, project)
     return env
 
 

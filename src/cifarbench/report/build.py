@@ -17,24 +17,19 @@ import urllib.parse
 import webbrowser
 from pathlib import Path
 
-from cifarbench.config import TrackingConfig, load_params, parse_section
-from cifarbench.errors import ConfigError
+from cifarbench.config import TrackingConfig
+from cifarbench.errors import ConfigError, command_main
 from cifarbench.io import atomic_path, pid_alive, write_json_atomic
-from cifarbench.pipeline import tuned_path
-from cifarbench.plan import all_cells, load_plan, read_tuned
+from cifarbench.paths import DVC_LOCK, PARAMS, REPORTS, tuned_path
+from cifarbench.plan import PlanConfig, all_cells, read_tuned
 from cifarbench.report import tables
 from cifarbench.report.render import Image, to_html, to_markdown
 from cifarbench.report.runs import load_histories, load_runs, load_tuning
 from cifarbench.report.sections import Inputs, document
 from cifarbench.tracking import provenance, tracking_uri
 
-REPORTS = Path("reports")
-DVC_LOCK = Path("dvc.lock")
 
-
-def gather(tree: dict) -> Inputs:
-    plan = load_plan(tree)
-    tracking = parse_section(TrackingConfig, tree.get("tracking"), "tracking")
+def gather(plan: PlanConfig, tracking: TrackingConfig) -> Inputs:
     tuned = {arch: _read_tuned(plan.preset, arch) for arch in plan.architectures}
     expected = tables.expected_cells(all_cells(plan, tuned), plan.ablations)
     uri = tracking_uri(tracking)
@@ -106,8 +101,8 @@ def _replace_folder(folder: Path, files: dict[str, bytes]) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def report_stage(tree: dict, out: Path = REPORTS) -> dict:
-    inputs = gather(tree)
+def report_stage(plan: PlanConfig, tracking: TrackingConfig, out: Path = REPORTS) -> dict:
+    inputs = gather(plan, tracking)
     metrics = write_report(inputs, out)
     runs = metrics["runs"]
     print(f"report: {out / 'comparison.html'} and comparison.md, {runs['found']} of {runs['planned']} runs, "
@@ -117,13 +112,21 @@ def report_stage(tree: dict, out: Path = REPORTS) -> dict:
 
 # `cifarbench report` (cifarbench.cli)
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
+    parser.add_argument("--params", type=Path, default=PARAMS, help="params file (default: %(default)s)")
     parser.add_argument("--open", action="store_true", help="then open reports/comparison.html in the web browser")
 
 
 def run(args: argparse.Namespace) -> None:
-    report_stage(load_params(args.params))
+    from cifarbench.params import load
+
+    params = load(args.params)
+    report_stage(params.plan, params.tracking)
     page = (REPORTS / "comparison.html").resolve().as_uri()
     if args.open and webbrowser.open(page):
         return
     print(f"view it: open {page} in a browser, or read {REPORTS / 'comparison.md'} (renders on GitHub)")
+
+
+def report_main(argv: list[str] | None = None) -> int:
+    """The DVC stage `report` (stages/report.py)."""
+    return command_main("stages/report.py", "build the comparison report from the MLflow runs", configure, run, argv)

@@ -1,0 +1,60 @@
+"""Where the pipeline's files live, relative to the project root (the working directory of `dvc repro`
+and of `cifarbench <command>`). The one owner of these paths: dvc.yaml names the same ones (it must, DVC
+reads them there), and tests/test_dvc_deps.py checks the code side of dvc.yaml.
+
+    params.yaml                                         the parameters (cifarbench.params)
+    data/raw/cifar-10-python.tar.gz                     download: the verified archive
+    data/prepared/                                      prepare: {train,val,test}-{images,labels}.npy, info.json
+    runs/<preset>/tuned/<arch>.json                     tune: best lr / weight decay
+    runs/<preset>/cells/<arch>/<ablation>/              train: result.json (key, per-seed results),
+                                                        history.csv, models/seed<k>.pt
+    runs/<preset>/metrics/<arch>/<ablation>.json        train: the cell's metrics (`dvc metrics show`)
+    runs/<preset>/curves/<arch>/<ablation>.csv          train: its mean learning curve (`dvc plots show`)
+    runs/checkpoints/<preset>/<arch>/<ablation>/<key>/  resumable checkpoints and finished runs of an
+                                                        unfinished cell (not a DVC output)
+    reports/                                            report: comparison.{md,html}, figures/, metrics.json
+    reports/nightly.md, reports/nightly/                the nightly's report, baseline.json, history/
+    optuna/studies.journal                              the default Optuna storage (params.yaml tune.storage)
+    dvc.lock                                            DVC's record of the last run (read by report, doctor)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PARAMS = Path("params.yaml")
+DVC_LOCK = Path("dvc.lock")
+ARCHIVE = Path("data/raw/cifar-10-python.tar.gz")
+PREPARED = Path("data/prepared")
+RUNS = Path("runs")
+REPORTS = Path("reports")
+NIGHTLY_REPORT = REPORTS / "nightly.md"
+NIGHTLY_BASELINE = REPORTS / "nightly" / "baseline.json"
+NIGHTLY_HISTORY = REPORTS / "nightly" / "history"
+OPTUNA_JOURNAL = Path("optuna/studies.journal")
+SRC = Path(__file__).parent  # the package's own code (cifarbench.codeclosure)
+
+
+def runs_of(preset: str, kind: str) -> Path:
+    """runs/<preset>/<kind>: kind is one of tuned, cells, metrics, curves (the stages' outputs in dvc.yaml)."""
+    return RUNS / preset / kind
+
+
+def tuned_path(preset: str, arch: str) -> Path:
+    return runs_of(preset, "tuned") / f"{arch}.json"
+
+
+def cell_dir(preset: str, arch: str, ablation: str) -> Path:
+    return runs_of(preset, "cells") / arch / ablation
+
+
+def metrics_path(preset: str, arch: str, ablation: str) -> Path:
+    return runs_of(preset, "metrics") / arch / f"{ablation}.json"
+
+
+def curve_path(preset: str, arch: str, ablation: str) -> Path:
+    return runs_of(preset, "curves") / arch / f"{ablation}.csv"
+
+
+def checkpoint_dir(preset: str, arch: str, ablation: str, key: str) -> Path:
+    return RUNS / "checkpoints" / preset / arch / ablation / key

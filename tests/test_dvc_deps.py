@@ -1,0 +1,113 @@
+"""dvc.yaml's code deps against the code each stage really runs: the import closure of its stage script
+(cifarbench.codeclosure, static, imports inside functions included). A module the script imports but no dep
+covers would let `dvc repro` skip a stage whose code changed; a dep nothing imports reruns it for nothing."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cifarbench.codeclosure import closure, module_file, module_name
+from project import ROOT
+
+SRC = ROOT / "src"
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def stage_script(stage: str) -> Path:
+    found = re.fullmatch(r"python (stages/\w+\.py)", STAGES[stage]["cmd"])
+    assert found, f"dvc.yaml stage {stage}: cmd should be `python stages/<name>.py`, got {STAGES[stage]['cmd']!r}"
+    return ROOT / found.group(1)
+
+
+def code_deps(stage: str) -> list[Path]:
+    return [ROOT / d for d in STAGES[stage]["deps"] if d.startswith(("src/", "stages/"))]
+
+
+def covered(path: Path, deps: list[Path]) -> bool:
+    return any(path == dep or path.is_relative_to(dep) for dep in deps)
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_the_deps_cover_every_module_the_stage_imports(stage):
+    script, deps = stage_script(stage), code_deps(stage)
+    code = {p for p in closure([script], root=SRC) if p.is_relative_to(SRC)}
+    assert covered(script, deps), f"dvc.yaml stage {stage}: list {script.relative_to(ROOT)} in deps"
+    missing = sorted(str(p.relative_to(ROOT)) for p in code if not covered(p, deps))
+    assert not missing, f"dvc.yaml stage {stage}: add to deps (imported by {script.name}): {missing}"
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_every_code_dep_holds_a_module_the_stage_imports(stage):
+    script, deps = stage_script(stage), code_deps(stage)
+    code = closure([script], root=SRC) | {script}
+    idle = [str(d.relative_to(ROOT)) for d in deps if not any(covered(p, [d]) for p in code)]
+    assert not idle, f"dvc.yaml stage {stage}: no module it imports is in {idle}; remove them"
+
+
+def test_the_closure_follows_every_kind_of_import(tmp_path):
+    pkg = tmp_path / "cifarbench"
+    (pkg / "sub").mkdir(parents=True)
+    for name in ("__init__.py", "a.py", "b.py", "c.py", "sub/__init__.py", "sub/d.py", "unused.py"):
+        (pkg / name).write_text("")
+    (pkg / "a.py").write_text("import cifarbench.b\nfrom cifarbench import c\n\ndef f():\n    from cifarbench.sub.d import x\n")
+    entry = tmp_path / "entry.py"
+    entry.write_text("import os\nfrom cifarbench.a import f\n")
+    found = {p.relative_to(tmp_path).as_posix() for p in closure([entry], root=tmp_path)}
+    assert found == {"entry.py", "cifarbench/__init__.py", "cifarbench/a.py", "cifarbench/b.py", "cifarbench/c.py",
+                     "cifarbench/sub/__init__.py", "cifarbench/sub/d.py"}
+
+
+def test_no_library_module_imports_the_command_line():
+    """cli.py is the top of the layers: the stage scripts call named entry points (train_main, ...)."""
+    for path in sorted((SRC / "cifarbench").rglob("*.py")):
+        if path.name == "cli.py" and path.parent.name == "cifarbench":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+                     if isinstance(node, ast.ImportFrom) else [])
+            assert "cifarbench.cli" not in names, f"{module_name(path, SRC)} imports cifarbench.cli"
+    for script in sorted((ROOT / "stages").glob("*.py")):
+        assert "cifarbench.cli" not in script.read_text(), f"{script.name}: call the stage's entry point, not the CLI"
+
+
+# README "Layout": the package's modules bottom to top; a module imports only from lower ones.
+LAYERS = ["errors", "paths", "config", "io", "codeclosure", "data", "models", "engine", "plan", "tracking", "execute",
+          "runner", "fastpaths", "pipeline", "tuning", "nightly.config", "params", "report", "nightly", "doctor", "cli"]
+ENTRY_POINTS = {"run", "train_main", "tune_main"}  # may import params, which sits above the sections' owners
+
+
+def layer(module: str) -> str:
+    parts = module.split(".")[1:] or ["cifarbench"]
+    return "nightly.config" if parts[:2] == ["nightly", "config"] else parts[0]
+
+
+def test_modules_import_only_from_lower_layers():
+    wrong = []
+    for path in sorted((SRC / "cifarbench").rglob("*.py")):
+        here = layer(module_name(path, SRC))
+        if here == "__init__":
+            continue
+        tree = ast.parse(path.read_text())
+        entry_imports = {id(n) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and f.name in ENTRY_POINTS
+                         for n in ast.walk(f)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("cifarbench"):
+                names = [node.module] + [f"cifarbench.{a.name}" for a in node.names
+                                       if node.module == "cifarbench" and module_file(f"cifarbench.{a.name}", SRC)]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names if a.name.startswith("cifarbench")]
+            else:
+                continue
+            for name in names:
+                there = layer(name)
+                if there in (here, "cifarbench") or (there == "params" and id(node) in entry_imports):
+                    continue
+                if there not in LAYERS or LAYERS.index(there) > LAYERS.index(here):
+                    wrong.append(f"{module_name(path, SRC)} imports {name}")
+    assert not wrong, "imports against the layers of README's Layout table:\n" + "\n".join(wrong)
