@@ -105,7 +105,7 @@ def shared_tracking_uri(tree: dict, params: Path) -> str:
 
 
 def tonight_runs(uri: str, tree: dict, preset: str):
-    from cifarbench.report.runs import load_runs
+    from cifarbench.tracking.read import load_runs
 
     tracking = parse_section(TrackingConfig, tree.get("tracking"), "tracking")
     return load_runs(uri, tracking.experiment, preset)

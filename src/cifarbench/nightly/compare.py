@@ -37,7 +37,7 @@ def cell_name(row) -> str:
 def summarize(runs: pd.DataFrame, cells: list[tuple[str, str]]) -> pd.DataFrame:
     """One summary row per cell in `cells` (in that order) from current training runs, one row per seed.
 
-    `runs` is a `cifarbench.report.runs.load_runs` frame (arch, ablation, status, metrics.test_acc,
+    `runs` is a `cifarbench.tracking.read.load_runs` frame (arch, ablation, status, metrics.test_acc,
     metrics.images_per_s, tags.fast.device, tags.host_cpu, tags.host_gpu). A cell without runs gets n = 0.
     """
     runs = runs.reindex(columns=[*CELL, "status", "metrics.test_acc", "metrics.images_per_s",

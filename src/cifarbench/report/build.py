@@ -24,7 +24,7 @@ from cifarbench.pipeline import tuned_path
 from cifarbench.plan import all_cells, load_plan, read_tuned
 from cifarbench.report import tables
 from cifarbench.report.render import Image, to_html, to_markdown
-from cifarbench.report.runs import load_histories, load_runs, load_tuning
+from cifarbench.tracking.read import load_histories, load_runs, load_tuning
 from cifarbench.report.sections import Inputs, document
 from cifarbench.tracking import provenance, tracking_uri
 

@@ -25,8 +25,8 @@ class Inputs:
     expected: pd.DataFrame   # tables.expected_cells
     runs: pd.DataFrame       # current runs of this plan (tables.select_current)
     left_out: pd.DataFrame   # current runs of the preset that are not this plan's (other params, dropped cells)
-    histories: pd.DataFrame  # runs.load_histories of `runs`
-    studies: pd.DataFrame    # runs.load_tuning
+    histories: pd.DataFrame  # tracking.read.load_histories of `runs`
+    studies: pd.DataFrame    # tracking.read.load_tuning
     tuned: dict              # arch -> tuned {lr, weight_decay} or None (recipe values)
     provenance: dict[str, str]  # what the runs' tags do not say: this report's commit, dvc.lock digest, store
 
