@@ -157,7 +157,7 @@ def _specs(cells: list[Cell], keys: dict[str, str], tracker: Tracker, data: dict
         models.mkdir(parents=True, exist_ok=True)
         measured = fast.get(cell.arch) if cell.train.fast else None
         cpu_paths = fastpaths.CANDIDATES[measured["choice"]] if measured else None
-        extra = {"fast.measured": fastpaths.describe(measured)} if measured else {}
+        extra = {f"{t.FAST}measured": fastpaths.describe(measured)} if measured else {}
         for seed in cell.seeds:
             identity = t.run_identity(cell.preset, cell.arch, cell.ablation, seed)
             specs.append(RunSpec(cell, seed, PREPARED.resolve(), work, models, tracker,

@@ -35,7 +35,7 @@ from cifarbench.models import build_model_from
 from cifarbench.models.profile import count_parameters, flops_per_image
 from cifarbench.plan import Budget, Cell
 from cifarbench.tracking import Tracker
-from cifarbench.tracking.tags import STATUS
+from cifarbench.tracking.tags import CUDA_VISIBLE_DEVICES, FAST, HOST, STATUS, WORKER
 
 HISTORY_FIELDS = ["seed", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s"]
 
@@ -120,7 +120,7 @@ def train_run(spec: RunSpec) -> dict:
         per_class = {f"test_acc_{name}": acc for name, acc in zip(CLASSES, tested.per_class_accuracy)}
         fast_paths = result.fast_paths | {"threads": torch.get_num_threads()}
         log.log_final({k: v for k, v in summary.items() if isinstance(v, (int, float)) and v == v} | per_class,
-                      {STATUS: result.status, **where, **{f"fast.{k}": str(v) for k, v in fast_paths.items()}})
+                      {STATUS: result.status, **where, **{f"{FAST}{k}": str(v) for k, v in fast_paths.items()}})
         confusion = spec.file("-confusion.json")
         write_json_atomic(confusion, {"classes": list(CLASSES), "confusion": tested.confusion})
         log.log_artifact(confusion)
@@ -142,8 +142,7 @@ def placement() -> dict[str, str]:
 
         if ray.is_initialized():
             worker = ray.get_runtime_context().get_node_id()
-    return {"host": socket.gethostname(), "worker": worker,
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
+    return {HOST: socket.gethostname(), WORKER: worker, CUDA_VISIBLE_DEVICES: os.environ.get("CUDA_VISIBLE_DEVICES", "")}
 
 
 def _median(values: list[float]) -> float:

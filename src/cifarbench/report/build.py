@@ -24,9 +24,10 @@ from cifarbench.pipeline import tuned_path
 from cifarbench.plan import all_cells, load_plan, read_tuned
 from cifarbench.report import tables
 from cifarbench.report.render import Image, to_html, to_markdown
-from cifarbench.tracking.read import load_histories, load_runs, load_tuning
 from cifarbench.report.sections import Inputs, document
 from cifarbench.tracking import provenance, tracking_uri
+from cifarbench.tracking.read import load_histories, load_runs, load_tuning
+from cifarbench.tracking.tags import GIT_COMMIT, GIT_DIRTY
 
 REPORTS = Path("reports")
 DVC_LOCK = Path("dvc.lock")
@@ -45,7 +46,7 @@ def gather(tree: dict) -> Inputs:
         runs=runs, left_out=left_out, histories=load_histories(uri, runs),
         studies=load_tuning(uri, tracking.experiment, plan.preset), tuned=tuned,
         provenance={
-            "git commit of this report": here["git_commit"] + (" (dirty work tree)" if here["git_dirty"] == "true" else ""),
+            "git commit of this report": here[GIT_COMMIT] + (" (dirty work tree)" if here[GIT_DIRTY] == "true" else ""),
             "dvc.lock sha256 (first 16)": _digest(DVC_LOCK),
             "MLflow store / experiment": f"{hide_password(uri)} / {tracking.experiment}",
         },

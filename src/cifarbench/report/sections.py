@@ -13,6 +13,8 @@ from cifarbench.report import figures, tables
 from cifarbench.report.figures import png_bytes
 from cifarbench.report.literature import PUBLISHED
 from cifarbench.report.render import Bullets, Document, Image, Section, Table, formatted
+from cifarbench.tracking import tags as t
+from cifarbench.tracking.read import column
 
 
 @dataclass(frozen=True)
@@ -256,18 +258,18 @@ def tuning_section(inp: Inputs) -> Section:
 
 def provenance_section(inp: Inputs) -> Section:
     r = inp.runs
-    fast = sorted(c for c in r.columns if c.startswith("tags.fast."))
+    fast = sorted(c for c in r.columns if c.startswith(column(t.FAST)))
     rows = {
         "preset": inp.preset,
         **inp.provenance,
-        "git commit of the runs": tables.distinct(r, "tags.git_commit"),
-        "runs from a dirty work tree": tables.distinct(r, "tags.git_dirty"),
-        "data archive md5": tables.distinct(r, "tags.data_md5"),
-        "torch": tables.distinct(r, "tags.torch_version"),
-        "mlflow": tables.distinct(r, "tags.mlflow_version"),
-        "python": tables.distinct(r, "tags.python_version"),
-        "host CPU": tables.distinct(r, "tags.host_cpu"),
-        **{f"fast path: {c.removeprefix('tags.fast.')}": tables.distinct(r, c) for c in fast},
+        "git commit of the runs": tables.distinct(r, column(t.GIT_COMMIT)),
+        "runs from a dirty work tree": tables.distinct(r, column(t.GIT_DIRTY)),
+        "data archive md5": tables.distinct(r, column(t.DATA_MD5)),
+        "torch": tables.distinct(r, column(t.TORCH_VERSION)),
+        "mlflow": tables.distinct(r, column(t.MLFLOW_VERSION)),
+        "python": tables.distinct(r, column(t.PYTHON_VERSION)),
+        "host CPU": tables.distinct(r, column(t.HOST_CPU)),
+        **{f"fast path: {c.removeprefix(column(t.FAST))}": tables.distinct(r, c) for c in fast},
     }
     table = pd.DataFrame({"value": rows}).rename_axis("item")
     blocks = [Table(table)]

@@ -25,13 +25,18 @@ COLUMNS = (ARCH, ABLATION, ABLATION_GROUP, SEED, STATUS)  # tags that become pla
 PAGE = 1000  # runs per search request (MLflow's server caps a page at 50,000)
 
 
+def column(tag: str) -> str:
+    """The column of a frame here that holds the tag `tag` (a name from cifarbench.tracking.tags)."""
+    return f"tags.{tag}"
+
+
 def load_runs(tracking_uri: str, experiment: str, preset: str) -> pd.DataFrame:
     """The current training runs of `preset` in `experiment`, one row each (empty frame if none)."""
     frame = _load_current(tracking_uri, experiment, preset)
-    if f"tags.{KIND}" in frame:
-        frame = frame[frame[f"tags.{KIND}"].isna()].drop(columns=f"tags.{KIND}")
-    for column in COLUMNS:
-        frame[column] = frame.get(f"tags.{column}", pd.Series(index=frame.index, dtype=object))
+    if column(KIND) in frame:
+        frame = frame[frame[column(KIND)].isna()].drop(columns=column(KIND))
+    for tag in COLUMNS:
+        frame[tag] = frame.get(column(tag), pd.Series(index=frame.index, dtype=object))
     frame[SEED] = pd.to_numeric(frame[SEED], errors="coerce").astype("Int64")
     first = ["run_id", "run_name", *COLUMNS]
     return frame[first + [c for c in frame.columns if c not in first]].reset_index(drop=True)
@@ -40,10 +45,10 @@ def load_runs(tracking_uri: str, experiment: str, preset: str) -> pd.DataFrame:
 def load_tuning(tracking_uri: str, experiment: str, preset: str) -> pd.DataFrame:
     """The current tuning studies of `preset` (parent runs `tune/<arch>`), one row each."""
     frame = _load_current(tracking_uri, experiment, preset)
-    if f"tags.{KIND}" not in frame:
-        return pd.DataFrame(columns=["run_id", "run_name", "arch"])
-    frame = frame[frame[f"tags.{KIND}"] == TUNE].copy()
-    frame[ARCH] = frame[f"tags.{ARCH}"]
+    if column(KIND) not in frame:
+        return pd.DataFrame(columns=["run_id", "run_name", ARCH])
+    frame = frame[frame[column(KIND)] == TUNE].copy()
+    frame[ARCH] = frame[column(ARCH)]
     return frame.reset_index(drop=True)
 
 
@@ -87,5 +92,5 @@ def _load_current(tracking_uri: str, experiment: str, preset: str) -> pd.DataFra
              "start_time": pd.Timestamp(r.info.start_time, unit="ms", tz="UTC"),
              **{f"metrics.{k}": v for k, v in r.data.metrics.items()},
              **{f"params.{k}": v for k, v in r.data.params.items()},
-             **{f"tags.{k}": v for k, v in r.data.tags.items() if not k.startswith("mlflow.")}} for r in runs]
+             **{column(k): v for k, v in r.data.tags.items() if not k.startswith("mlflow.")}} for r in runs]
     return pd.DataFrame(rows, columns=None if rows else ["run_id", "run_name"])

@@ -33,6 +33,13 @@ TUNED = "tuned"  # 'true' when the study found values (parent run)
 TRIAL, STATE, RETRY_OF = "trial", "state", "retry_of"  # a trial's number, its state, the trial it retries
 REASON, DIVERGED = "reason", "diverged"  # why a trial failed; the epoch a trial's loss stopped being finite
 
+HOST, WORKER, CUDA_VISIBLE_DEVICES = "host", "worker", "cuda_visible_devices"  # where a run ran (runner.placement)
+FAST = "fast."  # prefix of the CPU fast paths a run used and how they were chosen (fast.device, fast.measured, ...)
+
+GIT_COMMIT, GIT_DIRTY, DVC_STAGE = "git_commit", "git_dirty", "dvc_stage"  # provenance (below)
+TORCH_VERSION, MLFLOW_VERSION, PYTHON_VERSION = "torch_version", "mlflow_version", "python_version"
+HOST_CPU, HOST_GPU, HOST_CORES = "host_cpu", "host_gpu", "host_cores"
+
 
 def run_identity(preset: str, arch: str, ablation: str, seed: int) -> dict[str, str]:
     return {PRESET: preset, ARCH: arch, ABLATION: ablation, SEED: str(seed)}
@@ -60,15 +67,15 @@ def provenance() -> dict[str, str]:
     import torch
 
     return {
-        "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": str(bool(_git("status", "--porcelain", "--untracked-files=no"))).lower(),
-        "dvc_stage": os.environ.get("DVC_STAGE", ""),
-        "torch_version": torch.__version__,
-        "mlflow_version": mlflow.__version__,
-        "python_version": platform.python_version(),
-        "host_cpu": cpu_model(),
-        "host_gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "none",
-        "host_cores": str(os.cpu_count()),
+        GIT_COMMIT: _git("rev-parse", "HEAD"),
+        GIT_DIRTY: str(bool(_git("status", "--porcelain", "--untracked-files=no"))).lower(),
+        DVC_STAGE: os.environ.get("DVC_STAGE", ""),
+        TORCH_VERSION: torch.__version__,
+        MLFLOW_VERSION: mlflow.__version__,
+        PYTHON_VERSION: platform.python_version(),
+        HOST_CPU: cpu_model(),
+        HOST_GPU: torch.cuda.get_device_name() if torch.cuda.is_available() else "none",
+        HOST_CORES: str(os.cpu_count()),
     }
 
 

@@ -183,5 +183,3 @@ def is_dead(owner: str | None, journal: bool) -> bool:
     if host != socket.gethostname():
         return journal
     return _process_id(int(process.split("@")[0])) != process
-
-
