@@ -13,8 +13,10 @@ from cifarbench.report import figures, tables
 from cifarbench.report.figures import png_bytes
 from cifarbench.report.literature import PUBLISHED
 from cifarbench.report.render import Bullets, Document, Image, Section, Table, formatted
-from cifarbench.tracking import tags as t
 from cifarbench.tracking.read import column
+from cifarbench.tracking.tags import (
+    DATA_MD5, FAST, GIT_COMMIT, GIT_DIRTY, HOST_CPU, MLFLOW_VERSION, PYTHON_VERSION, TORCH_VERSION,
+)
 
 
 @dataclass(frozen=True)
@@ -258,18 +260,18 @@ def tuning_section(inp: Inputs) -> Section:
 
 def provenance_section(inp: Inputs) -> Section:
     r = inp.runs
-    fast = sorted(c for c in r.columns if c.startswith(column(t.FAST)))
+    fast = sorted(c for c in r.columns if c.startswith(column(FAST)))
     rows = {
         "preset": inp.preset,
         **inp.provenance,
-        "git commit of the runs": tables.distinct(r, column(t.GIT_COMMIT)),
-        "runs from a dirty work tree": tables.distinct(r, column(t.GIT_DIRTY)),
-        "data archive md5": tables.distinct(r, column(t.DATA_MD5)),
-        "torch": tables.distinct(r, column(t.TORCH_VERSION)),
-        "mlflow": tables.distinct(r, column(t.MLFLOW_VERSION)),
-        "python": tables.distinct(r, column(t.PYTHON_VERSION)),
-        "host CPU": tables.distinct(r, column(t.HOST_CPU)),
-        **{f"fast path: {c.removeprefix(column(t.FAST))}": tables.distinct(r, c) for c in fast},
+        "git commit of the runs": tables.distinct(r, column(GIT_COMMIT)),
+        "runs from a dirty work tree": tables.distinct(r, column(GIT_DIRTY)),
+        "data archive md5": tables.distinct(r, column(DATA_MD5)),
+        "torch": tables.distinct(r, column(TORCH_VERSION)),
+        "mlflow": tables.distinct(r, column(MLFLOW_VERSION)),
+        "python": tables.distinct(r, column(PYTHON_VERSION)),
+        "host CPU": tables.distinct(r, column(HOST_CPU)),
+        **{f"fast path: {c.removeprefix(column(FAST))}": tables.distinct(r, c) for c in fast},
     }
     table = pd.DataFrame({"value": rows}).rename_axis("item")
     blocks = [Table(table)]
