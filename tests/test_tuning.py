@@ -20,7 +20,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from cifarbench.data.splits import prepare_splits
+from cifarbench.data.splits import prepare_splits, split_files
 from cifarbench.errors import ConfigError
 from cifarbench.execute import ExecutorConfig
 from cifarbench.paths import tuned_path
@@ -134,6 +134,16 @@ def test_a_preset_without_trials_writes_untuned_values(workdir):
     assert tuned["tuned"] is False and tuned["trials"] == {"complete": 0, "pruned": 0, "failed": 0}
     assert read_tuned(tuned_path("smoke", "lenet5")) is None
     assert not (workdir / "mlflow.db").exists()
+
+
+def test_the_tune_stage_never_reads_the_test_split(workdir):
+    """Trials train and validate through runner.train_one on the training and validation subsets only:
+    with the test split's files gone, a study still completes."""
+    for path in split_files(workdir / "data" / "prepared", "test"):
+        path.unlink()
+    tuned = tune(params(trials=2, epochs=1), ExecutorConfig(cpus_per_run=2))
+    counts = tuned["trials"]
+    assert counts["complete"] >= 1 and counts["complete"] + counts["pruned"] == 2 and counts["failed"] == 0
 
 
 def test_the_environment_overrides_the_storage_and_bad_ranges_name_the_key(workdir, monkeypatch):

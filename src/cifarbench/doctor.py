@@ -6,8 +6,8 @@ repaired without losing anything the user made.
   `dvc.lock.torn-<time>`: the lock only records what DVC last ran, so without it `dvc repro` runs every
   stage again, and the stages' own skipping makes that cheap (the train stage trains no finished cell, the
   tune stage asks no trial of a finished study, the download keeps a verified archive).
-- the Optuna journal: a torn last line is cut off (a copy kept); other damage is reported (tuning.py).
-- the MLflow SQLite store: a half-made one is reported with what to do (tracking.py); never moved here,
+- the Optuna journal: a torn last line is cut off (a copy kept); other damage is reported (cifarbench.tuning.storage).
+- the MLflow SQLite store: a half-made one is reported with what to do (cifarbench.tracking.store); never moved here,
   since the runs in it are the user's.
 """
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -47,7 +48,6 @@ PROBE_TIMEOUT_S = 120  # one model, all candidates: ~5-30 s measured; past this 
 def choose(models: dict[str, tuple[dict, int]], threads: int, *, parallel: int = 1, cache: Path | None = None) -> dict:
     """{name: {"choice": candidate, "measured": {candidate: images/s or None}}} for each
     name -> (model config as a dict, batch size); measured here once, then read from `cache`."""
-    from cifarbench.tracking import cpu_model
     import torch
 
     cache = cache or _cache()
@@ -107,6 +107,17 @@ def _measure(request: dict) -> None:
         speed = throughput(model, batch_size=request["batch"], train=True, dtype="bf16" if autocast else "fp32",
                            channels_last=channels_last, warmup=3, repeats=5, max_seconds=3.0)
         print(f"{name} {speed:.1f}", flush=True)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), so throughput is compared only on like hardware."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def native_bf16() -> bool:

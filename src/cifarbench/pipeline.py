@@ -33,6 +33,7 @@ from cifarbench.paths import PARAMS, PREPARED, cell_dir, checkpoint_dir, curve_p
 from cifarbench.plan import Cell, PlanConfig, all_cells, read_tuned
 from cifarbench.runner import HISTORY_FIELDS, RunSpec, train_run
 from cifarbench.tracking import Tracker, provenance
+from cifarbench.tracking import tags as t
 
 CURVE_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc"]
 FINISHED = ("completed", "diverged", "not_applicable")
@@ -107,7 +108,7 @@ def _measured_fast_paths(cells: list[Cell], executor: Executor) -> dict[str, dic
 def _specs(cells: list[Cell], keys: dict[str, str], tracker: Tracker, data: dict,
            fast: dict[str, dict]) -> list[RunSpec]:
     """The runs still to do, longest first (the matrix ends sooner when its longest runs start first)."""
-    tags = {**provenance(), "data_md5": data["archive_md5"]}
+    tags = {**provenance(), t.DATA_MD5: data["archive_md5"]}
     specs = []
     for cell in cells:
         work = checkpoint_dir(cell.preset, cell.arch, cell.ablation, keys[cell.name]).resolve()
@@ -116,12 +117,12 @@ def _specs(cells: list[Cell], keys: dict[str, str], tracker: Tracker, data: dict
         models.mkdir(parents=True, exist_ok=True)
         measured = fast.get(cell.arch) if cell.train.fast else None
         cpu_paths = fastpaths.CANDIDATES[measured["choice"]] if measured else None
-        extra = {"fast.measured": fastpaths.describe(measured)} if measured else {}
+        extra = {f"{t.FAST}measured": fastpaths.describe(measured)} if measured else {}
         for seed in cell.seeds:
-            identity = {"preset": cell.preset, "arch": cell.arch, "ablation": cell.ablation, "seed": str(seed)}
+            identity = t.run_identity(cell.preset, cell.arch, cell.ablation, seed)
             specs.append(RunSpec(cell, seed, PREPARED.resolve(), work, models, tracker,
-                                 {**tags, **identity, **extra, "ablation_group": cell.group,
-                                  "config_hash": cell.config_hash(), "cell_key": keys[cell.name]}, cpu_paths))
+                                 {**tags, **identity, **extra, t.ABLATION_GROUP: cell.group,
+                                  t.CONFIG_HASH: cell.config_hash(), t.CELL_KEY: keys[cell.name]}, cpu_paths))
     return sorted(specs, key=_cost, reverse=True)
 
 

@@ -1,5 +1,7 @@
 """One run of the benchmark: one seed of one (architecture, ablation) cell, trained on the training
 split, checked per epoch on the validation split, evaluated once on the test set, tracked in MLflow.
+`train_one` is the training it shares with a tuning trial (cifarbench.tuning), which never loads the
+test split.
 
 `train_run(spec)` is what an executor's worker calls (cifarbench.execute): everything it needs is in the
 picklable `RunSpec`, with absolute paths (a Ray node may run it in another folder). It writes:
@@ -20,17 +22,20 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from cifarbench.data import CLASSES, Split, load_split
-from cifarbench.engine import EpochRecord, evaluate, fit
+from cifarbench.engine import EpochRecord, FitResult, evaluate, fit
 from cifarbench.io import atomic_path, read_json, write_json_atomic
 from cifarbench.models import build_model_from
 from cifarbench.models.profile import count_parameters, flops_per_image
-from cifarbench.plan import Cell
+from cifarbench.plan import Budget, Cell
 from cifarbench.tracking import Tracker
+from cifarbench.tracking.tags import CUDA_VISIBLE_DEVICES, FAST, HOST, STATUS, WORKER
 
 HISTORY_FIELDS = ["seed", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s"]
 
@@ -54,10 +59,27 @@ class RunSpec:
         return self.work_dir / f"seed{self.seed}{suffix}"
 
 
-@functools.lru_cache(maxsize=4)
-def load_data(prepared: Path, train: int | None, val: int | None, test: int | None) -> tuple[Split, Split, Split]:
-    """The budget's subsets, loaded once per worker process (memory-mapped files: only these images are read)."""
-    return load_split(prepared, "train", train), load_split(prepared, "val", val), load_split(prepared, "test", test)
+@functools.lru_cache(maxsize=12)
+def load_subset(prepared: Path, split: str, size: int | None) -> Split:
+    """A budget's subset of one split, loaded once per worker process (memory-mapped files: only these
+    images are read). The engine never writes into a Split, so runs and trials share it."""
+    return load_split(prepared, split, size)
+
+
+def training_data(prepared: Path, budget: Budget) -> tuple[Split, Split]:
+    """The budget's training and validation subsets: all a run trains and validates on."""
+    return load_subset(prepared, "train", budget.train_subset), load_subset(prepared, "val", budget.val_subset)
+
+
+def train_one(cell: Cell, seed: int, data: tuple[Split, Split], *, on_epoch: Callable[[EpochRecord], None] | None = None,
+              checkpoint: Path | None = None, cpu_paths: tuple[str | None, bool] | None = None) -> tuple[FitResult, nn.Module]:
+    """Seed, build and fit one model of `cell` on `data` (train, val): the training a benchmark run and a
+    tuning trial share (the trial with its lr and weight decay in `cell`). Returns the fit's result and
+    the trained model."""
+    torch.manual_seed(seed)
+    model = build_model_from(cell.model)
+    result = fit(model, *data, cell.train, seed=seed, checkpoint=checkpoint, on_epoch=on_epoch, cpu_paths=cpu_paths)
+    return result, model
 
 
 def train_run(spec: RunSpec) -> dict:
@@ -66,10 +88,8 @@ def train_run(spec: RunSpec) -> dict:
     if done.is_file():
         return read_json(done)
     cell, seed = spec.cell, spec.seed
-    b = cell.budget
-    train, val, test = load_data(spec.prepared, b.train_subset, b.val_subset, b.test_subset)
-    torch.manual_seed(seed)
-    model = build_model_from(cell.model)
+    data = training_data(spec.prepared, cell.budget)
+    test = load_subset(spec.prepared, "test", cell.budget.test_subset)
     id_file = spec.file(".mlflow-run")
     resume = id_file.read_text().strip() if id_file.is_file() else None
     params = {**cell.config(), "seed": seed}
@@ -80,8 +100,8 @@ def train_run(spec: RunSpec) -> dict:
             log.log_epoch(dataclasses.asdict(record), record.epoch)
 
         started = time.perf_counter()
-        result = fit(model, train, val, cell.train, seed=seed, checkpoint=spec.file(".pt"), on_epoch=record_epoch,
-                     cpu_paths=spec.cpu_paths)
+        result, model = train_one(cell, seed, data, on_epoch=record_epoch, checkpoint=spec.file(".pt"),
+                                  cpu_paths=spec.cpu_paths)
         tested = evaluate(model, test, batch_size=cell.train.eval_batch_size, fast=cell.train.fast,
                           cpu_paths=spec.cpu_paths)
         summary = {
@@ -100,7 +120,7 @@ def train_run(spec: RunSpec) -> dict:
         per_class = {f"test_acc_{name}": acc for name, acc in zip(CLASSES, tested.per_class_accuracy)}
         fast_paths = result.fast_paths | {"threads": torch.get_num_threads()}
         log.log_final({k: v for k, v in summary.items() if isinstance(v, (int, float)) and v == v} | per_class,
-                      {"status": result.status, **where, **{f"fast.{k}": str(v) for k, v in fast_paths.items()}})
+                      {STATUS: result.status, **where, **{f"{FAST}{k}": str(v) for k, v in fast_paths.items()}})
         confusion = spec.file("-confusion.json")
         write_json_atomic(confusion, {"classes": list(CLASSES), "confusion": tested.confusion})
         log.log_artifact(confusion)
@@ -122,8 +142,7 @@ def placement() -> dict[str, str]:
 
         if ray.is_initialized():
             worker = ray.get_runtime_context().get_node_id()
-    return {"host": socket.gethostname(), "worker": worker,
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
+    return {HOST: socket.gethostname(), WORKER: worker, CUDA_VISIBLE_DEVICES: os.environ.get("CUDA_VISIBLE_DEVICES", "")}
 
 
 def _median(values: list[float]) -> float:

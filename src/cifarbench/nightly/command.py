@@ -104,7 +104,7 @@ def shared_tracking_uri(tracking: TrackingConfig, params: Path) -> str:
 
 
 def tonight_runs(uri: str, tracking: TrackingConfig, preset: str):
-    from cifarbench.report.runs import load_runs
+    from cifarbench.tracking.read import load_runs
 
     return load_runs(uri, tracking.experiment, preset)
 

@@ -24,8 +24,11 @@ from dataclasses import dataclass
 import pandas as pd
 
 from cifarbench.nightly.config import NightlyConfig
+from cifarbench.tracking.read import column
+from cifarbench.tracking.tags import FAST, HOST_CPU, HOST_GPU
 
 CELL = ["arch", "ablation"]
+HARDWARE = [column(f"{FAST}device"), column(HOST_CPU), column(HOST_GPU)]  # as each run recorded it
 SUMMARY = [*CELL, "n", "mean", "std", "diverged", "images_per_s", "hardware"]
 GATING = {"accuracy": ("regressed", "diverged"), "throughput": ("slower",)}
 
@@ -37,11 +40,10 @@ def cell_name(row) -> str:
 def summarize(runs: pd.DataFrame, cells: list[tuple[str, str]]) -> pd.DataFrame:
     """One summary row per cell in `cells` (in that order) from current training runs, one row per seed.
 
-    `runs` is a `cifarbench.report.runs.load_runs` frame (arch, ablation, status, metrics.test_acc,
+    `runs` is a `cifarbench.tracking.read.load_runs` frame (arch, ablation, status, metrics.test_acc,
     metrics.images_per_s, tags.fast.device, tags.host_cpu, tags.host_gpu). A cell without runs gets n = 0.
     """
-    runs = runs.reindex(columns=[*CELL, "status", "metrics.test_acc", "metrics.images_per_s",
-                                 "tags.fast.device", "tags.host_cpu", "tags.host_gpu"])
+    runs = runs.reindex(columns=[*CELL, "status", "metrics.test_acc", "metrics.images_per_s", *HARDWARE])
     rows = []
     for arch, ablation in cells:
         mine = runs[(runs["arch"] == arch) & (runs["ablation"] == ablation)]
@@ -49,7 +51,7 @@ def summarize(runs: pd.DataFrame, cells: list[tuple[str, str]]) -> pd.DataFrame:
         accs = done["metrics.test_acc"].dropna()
         speeds = mine["metrics.images_per_s"].dropna()
         hardware = sorted({" / ".join(map(str, ids)) for ids in
-                           zip(mine["tags.fast.device"], mine["tags.host_cpu"], mine["tags.host_gpu"])})
+                           zip(*(mine[c] for c in HARDWARE))})
         rows.append({
             "arch": arch, "ablation": ablation, "n": len(accs),
             "mean": accs.mean() if len(accs) else math.nan,

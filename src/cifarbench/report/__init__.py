@@ -1,7 +1,7 @@
 """The comparison report: the pipeline's current MLflow runs -> pandas -> reports/ (Markdown, one
-self-contained HTML file, figures, metrics.json).
+self-contained HTML file, figures, metrics.json). The runs are read by cifarbench.tracking.read
+(load_runs, load_histories, load_tuning; re-exported here).
 
-    runs.py      MLflow -> DataFrames (load_runs, load_histories, load_tuning; reusable on their own)
     tables.py    the numbers: leaderboard, paired deltas with 95% intervals, effects, Pareto front
     figures.py   matplotlib figures
     sections.py  the report's sections, in reading order
@@ -9,7 +9,7 @@ self-contained HTML file, figures, metrics.json).
     build.py     the `report` stage and `cifarbench report`
 """
 
-from cifarbench.report.runs import load_histories, load_runs, load_tuning
+from cifarbench.tracking.read import load_histories, load_runs, load_tuning
 
 
 __all__ = ["load_histories", "load_runs", "load_tuning"]

@@ -24,9 +24,10 @@ from cifarbench.paths import DVC_LOCK, PARAMS, REPORTS, tuned_path
 from cifarbench.plan import PlanConfig, all_cells, read_tuned
 from cifarbench.report import tables
 from cifarbench.report.render import Image, to_html, to_markdown
-from cifarbench.report.runs import load_histories, load_runs, load_tuning
 from cifarbench.report.sections import Inputs, document
 from cifarbench.tracking import provenance, tracking_uri
+from cifarbench.tracking.read import load_histories, load_runs, load_tuning
+from cifarbench.tracking.tags import GIT_COMMIT, GIT_DIRTY
 
 
 def gather(plan: PlanConfig, tracking: TrackingConfig) -> Inputs:
@@ -40,7 +41,7 @@ def gather(plan: PlanConfig, tracking: TrackingConfig) -> Inputs:
         runs=runs, left_out=left_out, histories=load_histories(uri, runs),
         studies=load_tuning(uri, tracking.experiment, plan.preset), tuned=tuned,
         provenance={
-            "git commit of this report": here["git_commit"] + (" (dirty work tree)" if here["git_dirty"] == "true" else ""),
+            "git commit of this report": here[GIT_COMMIT] + (" (dirty work tree)" if here[GIT_DIRTY] == "true" else ""),
             "dvc.lock sha256 (first 16)": _digest(DVC_LOCK),
             "MLflow store / experiment": f"{hide_password(uri)} / {tracking.experiment}",
         },

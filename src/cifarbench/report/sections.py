@@ -13,6 +13,10 @@ from cifarbench.report import figures, tables
 from cifarbench.report.figures import png_bytes
 from cifarbench.report.literature import PUBLISHED
 from cifarbench.report.render import Bullets, Document, Image, Section, Table, formatted
+from cifarbench.tracking.read import column
+from cifarbench.tracking.tags import (
+    DATA_MD5, FAST, GIT_COMMIT, GIT_DIRTY, HOST_CPU, MLFLOW_VERSION, PYTHON_VERSION, TORCH_VERSION,
+)
 
 
 @dataclass(frozen=True)
@@ -25,8 +29,8 @@ class Inputs:
     expected: pd.DataFrame   # tables.expected_cells
     runs: pd.DataFrame       # current runs of this plan (tables.select_current)
     left_out: pd.DataFrame   # current runs of the preset that are not this plan's (other params, dropped cells)
-    histories: pd.DataFrame  # runs.load_histories of `runs`
-    studies: pd.DataFrame    # runs.load_tuning
+    histories: pd.DataFrame  # tracking.read.load_histories of `runs`
+    studies: pd.DataFrame    # tracking.read.load_tuning
     tuned: dict              # arch -> tuned {lr, weight_decay} or None (recipe values)
     provenance: dict[str, str]  # what the runs' tags do not say: this report's commit, dvc.lock digest, store
 
@@ -256,18 +260,18 @@ def tuning_section(inp: Inputs) -> Section:
 
 def provenance_section(inp: Inputs) -> Section:
     r = inp.runs
-    fast = sorted(c for c in r.columns if c.startswith("tags.fast."))
+    fast = sorted(c for c in r.columns if c.startswith(column(FAST)))
     rows = {
         "preset": inp.preset,
         **inp.provenance,
-        "git commit of the runs": tables.distinct(r, "tags.git_commit"),
-        "runs from a dirty work tree": tables.distinct(r, "tags.git_dirty"),
-        "data archive md5": tables.distinct(r, "tags.data_md5"),
-        "torch": tables.distinct(r, "tags.torch_version"),
-        "mlflow": tables.distinct(r, "tags.mlflow_version"),
-        "python": tables.distinct(r, "tags.python_version"),
-        "host CPU": tables.distinct(r, "tags.host_cpu"),
-        **{f"fast path: {c.removeprefix('tags.fast.')}": tables.distinct(r, c) for c in fast},
+        "git commit of the runs": tables.distinct(r, column(GIT_COMMIT)),
+        "runs from a dirty work tree": tables.distinct(r, column(GIT_DIRTY)),
+        "data archive md5": tables.distinct(r, column(DATA_MD5)),
+        "torch": tables.distinct(r, column(TORCH_VERSION)),
+        "mlflow": tables.distinct(r, column(MLFLOW_VERSION)),
+        "python": tables.distinct(r, column(PYTHON_VERSION)),
+        "host CPU": tables.distinct(r, column(HOST_CPU)),
+        **{f"fast path: {c.removeprefix(column(FAST))}": tables.distinct(r, c) for c in fast},
     }
     table = pd.DataFrame({"value": rows}).rename_axis("item")
     blocks = [Table(table)]

@@ -13,6 +13,8 @@ import pandas as pd
 from scipy import stats
 
 from cifarbench.plan import BASELINE, AblationSpec, Cell
+from cifarbench.tracking.read import column
+from cifarbench.tracking.tags import CONFIG_HASH
 
 ACC = "metrics.test_acc"
 CONFIDENCE = 0.95
@@ -41,7 +43,7 @@ def select_current(runs: pd.DataFrame, expected: pd.DataFrame) -> tuple[pd.DataF
                         suffixes=("", ".plan"), indicator=True)
     in_plan = merged["_merge"].eq("both") & merged.apply(
         lambda r: isinstance(r["seeds"], list) and r["seed"] in r["seeds"], axis=1)
-    ok = in_plan & merged["tags.config_hash"].eq(merged["config_hash"])
+    ok = in_plan & merged[column(CONFIG_HASH)].eq(merged["config_hash"])
     kept = merged[ok].drop(columns=["_merge", "seeds", "config_hash"])
     return kept.reset_index(drop=True), runs[~ok.to_numpy()].reset_index(drop=True)
 

@@ -6,8 +6,9 @@
 
 Columns follow `mlflow.search_runs`: `metrics.<name>`, `params.<name>`, `tags.<name>`, plus the identity
 columns run_id, run_name, arch, ablation, ablation_group, seed (int) and status (the benchmark's own
-completed / early_stopped / diverged). "Current" is the tag `cifarbench.current` = 'true', set on a run once
-it finished and taken from the runs it replaced (cifarbench.tracking), so replaced reruns never appear.
+completed / early_stopped / diverged). "Current" is the tag CURRENT = 'true', set on a run once it
+finished and taken from the runs it replaced (runs.mark_current), so replaced reruns never appear. Used by
+the report and the nightly comparison.
 """
 
 from __future__ import annotations
@@ -16,33 +17,38 @@ import re
 
 import pandas as pd
 
-from cifarbench.tracking import CURRENT
+from cifarbench.tracking import store
+from cifarbench.tracking.tags import ABLATION, ABLATION_GROUP, ARCH, CURRENT, KIND, PRESET, SEED, STATUS, TUNE, query
 
-KIND = "cifarbench.kind"  # 'tune' on tuning studies; absent on training runs
 EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
-IDENTITY = ("arch", "ablation", "ablation_group", "seed", "status")
+COLUMNS = (ARCH, ABLATION, ABLATION_GROUP, SEED, STATUS)  # tags that become plain columns of load_runs
 PAGE = 1000  # runs per search request (MLflow's server caps a page at 50,000)
+
+
+def column(tag: str) -> str:
+    """The column of a frame here that holds the tag `tag` (a name from cifarbench.tracking.tags)."""
+    return f"tags.{tag}"
 
 
 def load_runs(tracking_uri: str, experiment: str, preset: str) -> pd.DataFrame:
     """The current training runs of `preset` in `experiment`, one row each (empty frame if none)."""
     frame = _load_current(tracking_uri, experiment, preset)
-    if f"tags.{KIND}" in frame:
-        frame = frame[frame[f"tags.{KIND}"].isna()].drop(columns=f"tags.{KIND}")
-    for column in IDENTITY:
-        frame[column] = frame.get(f"tags.{column}", pd.Series(index=frame.index, dtype=object))
-    frame["seed"] = pd.to_numeric(frame["seed"], errors="coerce").astype("Int64")
-    first = ["run_id", "run_name", *IDENTITY]
+    if column(KIND) in frame:
+        frame = frame[frame[column(KIND)].isna()].drop(columns=column(KIND))
+    for tag in COLUMNS:
+        frame[tag] = frame.get(column(tag), pd.Series(index=frame.index, dtype=object))
+    frame[SEED] = pd.to_numeric(frame[SEED], errors="coerce").astype("Int64")
+    first = ["run_id", "run_name", *COLUMNS]
     return frame[first + [c for c in frame.columns if c not in first]].reset_index(drop=True)
 
 
 def load_tuning(tracking_uri: str, experiment: str, preset: str) -> pd.DataFrame:
     """The current tuning studies of `preset` (parent runs `tune/<arch>`), one row each."""
     frame = _load_current(tracking_uri, experiment, preset)
-    if f"tags.{KIND}" not in frame:
-        return pd.DataFrame(columns=["run_id", "run_name", "arch"])
-    frame = frame[frame[f"tags.{KIND}"] == "tune"].copy()
-    frame["arch"] = frame["tags.arch"]
+    if column(KIND) not in frame:
+        return pd.DataFrame(columns=["run_id", "run_name", ARCH])
+    frame = frame[frame[column(KIND)] == TUNE].copy()
+    frame[ARCH] = frame[column(ARCH)]
     return frame.reset_index(drop=True)
 
 
@@ -52,9 +58,7 @@ def load_histories(tracking_uri: str, runs: pd.DataFrame, metrics: tuple[str, ..
     Epochs count from 1; a value logged twice for one epoch (a resumed run) keeps the later one. The final
     summary metrics logged without a step (step 0) are not epochs and are left out.
     """
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = store.client(tracking_uri)
     records = [
         {"run_id": run_id, "key": key, "epoch": m.step, "value": m.value, "timestamp": m.timestamp}
         for run_id in runs["run_id"] for key in metrics for m in client.get_metric_history(run_id, key)
@@ -70,18 +74,16 @@ def load_histories(tracking_uri: str, runs: pd.DataFrame, metrics: tuple[str, ..
 
 
 def _load_current(tracking_uri: str, experiment: str, preset: str) -> pd.DataFrame:
-    from mlflow.tracking import MlflowClient
-
     if not re.fullmatch(r"[\w.-]+", preset):  # it goes into a filter string, which has no escaping
         raise ValueError(f"preset name {preset!r}: use letters, digits, '_', '.', '-'")
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = store.client(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return pd.DataFrame(columns=["run_id", "run_name"])
-    query = f"tags.preset = '{preset}' and tags.`{CURRENT}` = 'true'"
+    current = query({PRESET: preset, CURRENT: "true"})
     runs, token = [], None
     while True:
-        page = client.search_runs([found.experiment_id], query, max_results=PAGE, page_token=token)
+        page = client.search_runs([found.experiment_id], current, max_results=PAGE, page_token=token)
         runs += page
         token = page.token
         if not token:
@@ -90,5 +92,5 @@ def _load_current(tracking_uri: str, experiment: str, preset: str) -> pd.DataFra
              "start_time": pd.Timestamp(r.info.start_time, unit="ms", tz="UTC"),
              **{f"metrics.{k}": v for k, v in r.data.metrics.items()},
              **{f"params.{k}": v for k, v in r.data.params.items()},
-             **{f"tags.{k}": v for k, v in r.data.tags.items() if not k.startswith("mlflow.")}} for r in runs]
+             **{column(k): v for k, v in r.data.tags.items() if not k.startswith("mlflow.")}} for r in runs]
     return pd.DataFrame(rows, columns=None if rows else ["run_id", "run_name"])

@@ -1,0 +1,53 @@
+"""Optuna tunes the learning rate and weight decay of each architecture's baseline cell, on the
+validation split only (this package never loads the test split).
+
+Study: one per (preset, architecture, search), named `<preset>/<arch>/<hash>`. The hash covers all that
+decides a trial's result (the baseline cell at the tuning epochs, the data, the ranges, sampler and
+pruner, the training code), so changing any of it starts a fresh study, while raising `tune_trials`
+extends the old one.
+
+Storage: `tune.storage` in params.yaml, or the CIFARBENCH_OPTUNA_STORAGE environment variable. A path
+(relative to the working directory, the repo root under `dvc repro`) is an Optuna journal file: appends
+under a file lock, so a killed process never corrupts it and workers on one machine share it. A URL
+(postgresql://..., sqlite:///...) is an RDB storage with heartbeats, for workers on several machines.
+
+Execution: the tune stage is the coordinator of every architecture's study at once. It asks trials
+(within `presets.<preset>.tune_trials` complete, pruned or running) and hands each to the executor
+(cifarbench.execute): the trials of all studies run in parallel on every core, GPU or Ray node. A worker
+opens the study's storage itself to report each epoch and be pruned, so the storage must be reachable
+from every worker (a journal file on a shared folder for one machine; PostgreSQL for several). A trial
+left running by a coordinator that is gone (on the same machine: its pid is gone; for a journal, which
+serves one machine, also any other host's; on an RDB storage: its heartbeat stopped) is marked failed
+and its parameters are queued again, at most MAX_RETRIES times. A trial whose loss stops being finite is pruned
+and tagged `diverged`, so TPE learns to avoid its region and it can never be the best.
+Several coordinators may share a study (`cifarbench tune` on several machines): on one machine their
+budget checks and asks are serialized by a file lock, so together they fill the budget exactly; across
+machines nothing serializes them, and each extra coordinator may ask at most one trial over the budget.
+
+Which ablations take the tuned values (plan.py merges them before the ablation): all take the tuned lr;
+all but `no_reg`, `no_l2` and `l1` (which set weight decay to 0) take the tuned weight decay. A baseline
+without weight decay (lstm: Adam without it, as in its recipe) is tuned over lr only and keeps 0.
+
+MLflow (cifarbench.tracking.studies): a parent run `tune/<arch>` per study holding the best values and
+parameter importances, with one nested run `tune/<arch>/trial<k>` per trial.
+
+    config.py   params.yaml `tune` (TuneConfig) and the pruners by name
+    search.py   what a study searches and its name (Search, make_search), the pruner's first epoch
+    storage.py  journal file or RDB storage, the journal's lock and repair, trial owners
+    study.py    the coordinator's side of a study: ask, tell, requeue, summarize (Study)
+    trial.py    one trial in a worker (TrialSpec, run_trial), trained by cifarbench.runner.train_one
+    stage.py    tune_stage and `cifarbench tune` (configure, run)
+"""
+
+from cifarbench.tuning.config import PRUNERS, PrunerConfig, TuneConfig
+from cifarbench.tuning.search import Search, first_prune_epoch, make_pruner, make_search
+from cifarbench.tuning.stage import configure, run, tune_main, tune_stage
+from cifarbench.tuning.storage import ENV_STORAGE, MAX_RETRIES, FlockLock, open_storage, repair_journal, storage_url
+from cifarbench.tuning.study import Study, importances, summarize
+from cifarbench.tuning.trial import TrialSpec, run_trial
+
+__all__ = [
+    "ENV_STORAGE", "MAX_RETRIES", "PRUNERS", "FlockLock", "PrunerConfig", "Search", "Study", "TrialSpec", "TuneConfig",
+    "configure", "first_prune_epoch", "importances", "make_pruner", "make_search", "open_storage", "repair_journal",
+    "run", "run_trial", "storage_url", "summarize", "tune_stage",
+]

@@ -1,0 +1,75 @@
+"""What one study searches, and its name: a hash of all that decides a trial's result, so changing any
+of it starts a fresh study while raising `tune_trials` extends the old one."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+
+from cifarbench.paths import PREPARED
+from cifarbench.engine.registry import lookup
+from cifarbench.pipeline import training_code_digest
+from cifarbench.plan import BASELINE, Cell, PlanConfig, resolve_cell
+from cifarbench.tuning.config import PRUNERS, TuneConfig
+
+
+@dataclass(frozen=True)
+class Search:
+    """What one study searches: the baseline cell at the tuning epochs, the ranges, how many trials."""
+
+    cell: Cell  # lr and weight decay in cell.train.optimizer are replaced by each trial's
+    lr: tuple[float, float]
+    weight_decay: tuple[float, float] | None  # None: the baseline has no weight decay, kept at 0
+    trials: int
+    study: str
+
+    @property
+    def seed(self) -> int:
+        return self.cell.seeds[0]  # every trial starts from the same initialization
+
+
+def make_search(plan: PlanConfig, cfg: TuneConfig, arch: str, storage: str) -> Search:
+    base = resolve_cell(plan, arch, BASELINE)
+    # A trial never trains longer than the cell it tunes: its lr must suit that cell's schedule.
+    epochs = min(base.budget.tune_epochs or base.train.epochs, base.train.epochs)
+    cell = dataclasses.replace(base, train=base.train.model_copy(update={"epochs": epochs}))
+    opt = cell.train.optimizer
+    lr = lookup(cfg.lr, opt.name, f"params.yaml tune.lr range for {arch}'s optimizer")
+    wd = cfg.weight_decay if opt.weight_decay > 0 else None
+    info = PREPARED / "info.json"
+    data = json.loads(info.read_text()) if info.is_file() else {}
+    what = {"cell": cell.config(), "lr": lr, "wd": wd, "seed": base.seeds[0], "sampler_seed": cfg.sampler_seed,
+            "startup": cfg.startup_trials, "pruner": cfg.pruner.model_dump(),
+            "data": {k: data.get(k) for k in ("archive_md5", "val_size", "seed")}, "code": code_digest()}
+    del storage  # where the study lives is not part of what it searches
+    for key in ("lr", "weight_decay"):  # overridden by every trial
+        what["cell"]["train"]["optimizer"].pop(key)
+    digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
+    return Search(cell, lr, wd, base.budget.tune_trials, f"{plan.preset}/{arch}/{digest}")
+
+
+def first_prune_epoch(cfg: TuneConfig, search: Search) -> int:
+    """The first epoch at which trials are compared: not before `tune.pruner.min_epochs`, and not before the
+    learning rate has reached its peak (one-cycle: `peak_fraction` of the run; else the warmup). Before
+    the peak every trial still runs at a fraction of its lr and the ranking is noise."""
+    train = search.cell.train
+    peak = train.epochs * train.schedule.peak_fraction if train.schedule.name == "onecycle" else 0.0
+    return max(cfg.pruner.min_epochs, math.ceil(max(peak, train.schedule.warmup_epochs)))
+
+
+def make_pruner(cfg: TuneConfig, search: Search) -> optuna.pruners.BasePruner:
+    pruner = cfg.pruner.model_copy(update={"min_epochs": first_prune_epoch(cfg, search)})
+    return PRUNERS[pruner.name](pruner, cfg.startup_trials)
+
+
+def code_digest() -> str:
+    """The training code and this package (the tune stage's code deps in dvc.yaml): when DVC reruns the
+    stage because that code changed, the study starts afresh instead of returning the old result."""
+    package = sorted(Path(__file__).parent.glob("*.py"))
+    return hashlib.sha256(training_code_digest().encode() + b"".join(f.read_bytes() for f in package)).hexdigest()

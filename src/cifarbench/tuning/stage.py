@@ -1,0 +1,101 @@
+"""The tune stage: every architecture's study at once, all studies' trials fanned out over the executor
+(`cifarbench tune`, which `stages/tune.py` runs); writes runs/<preset>/tuned/<arch>.json."""
+
+from __future__ import annotations
+
+from cifarbench.config import TrackingConfig
+from cifarbench.errors import CifarbenchError, command_main
+from cifarbench.execute import ExecutorConfig, running
+from cifarbench.io import write_json_atomic
+from cifarbench.paths import PREPARED, tuned_path
+from cifarbench.pipeline import checked_cells
+from cifarbench.plan import PlanConfig
+from cifarbench.tracking import Tracker
+from cifarbench.tuning.config import TuneConfig
+from cifarbench.tuning.search import Search, make_search
+from cifarbench.tuning.storage import shown, storage_url
+from cifarbench.tuning.study import Study, summarize
+from cifarbench.tuning.trial import quiet, run_trial
+
+
+def tune_stage(plan: PlanConfig, cfg: TuneConfig, tracking: TrackingConfig, executor: ExecutorConfig,
+               archs: list[str] | None = None) -> dict[str, dict]:
+    """Tune the lr and weight decay of every architecture (or `archs`), all studies' trials fanned out
+    over the executor; writes each tuned file and returns their contents by architecture."""
+    quiet()
+    checked_cells(plan)  # bad params fail here, before any training
+    url = storage_url(cfg)
+    searches = [make_search(plan, cfg, arch, url) for arch in (archs or plan.architectures)]
+    out = {}
+    for search in [s for s in searches if s.trials == 0]:
+        out[search.cell.arch] = _write_tuned(search, summarize(None, search, shown(url)))
+        print(f"tune {search.cell.arch}: preset {plan.preset} does not tune; the recipe's lr and weight decay stand")
+    searches = [s for s in searches if s.trials > 0]
+    if not searches:
+        return out
+    tracker = Tracker.open(tracking)
+    studies = {s.cell.arch: Study(s, cfg, url, tracker) for s in searches}
+    print(f"tune ({plan.preset}): {len(studies)} studies in {shown(url)}, "
+          f"{', '.join(f'{a} {s.trials} x {s.cell.train.epochs} ep' for a, s in ((s.cell.arch, s) for s in searches))}",
+          flush=True)
+    _run_studies(studies, executor, gpu=any(s.cell.train.device != "cpu" for s in searches))
+    for arch, study in studies.items():
+        summary = out[arch] = _write_tuned(study.search, study.finish())
+        print(f"tune {arch}: {summary['trials']}, {summary['epochs_trained']} epochs; best val_acc "
+              f"{summary['best_val_acc']} with lr {summary['optimizer']['lr']:.4g}, "
+              f"weight_decay {summary['optimizer']['weight_decay']:.4g}", flush=True)
+    return out
+
+
+def _run_studies(studies: dict[str, Study], cfg: ExecutorConfig, gpu: bool) -> None:
+    """Keep every slot of the executor busy with trials, taken from the studies in turn, until every
+    budget is filled. A failed trial is recorded as failed (and the stage fails after the others end)."""
+    prepared, specs, failed = PREPARED.resolve(), {}, []
+    with running(cfg, gpu=gpu) as executor:
+        print(f"tune: trials on {executor.where}", flush=True)
+        try:
+            open_studies = list(studies.values())
+            while True:
+                while open_studies and executor.pending() < executor.slots:
+                    study = open_studies.pop(0)
+                    spec = study.ask(prepared)
+                    if spec is not None:
+                        specs[(study.search.cell.arch, spec.number)] = spec
+                        executor.submit((study.search.cell.arch, spec.number), run_trial, spec)
+                        open_studies.append(study)
+                if not executor.pending():
+                    break
+                done = executor.next_done()
+                spec = specs.pop(done.key)
+                studies[done.key[0]].tell(spec, done.result if done.ok else None)
+                if not done.ok:
+                    failed.append(f"{done.key[0]} trial {done.key[1]}: {done.error}")
+        except BaseException:
+            executor.close()
+            for spec in specs.values():  # stay RUNNING in the study: the next run fails and requeues them
+                studies[spec.search.cell.arch].log.end_trial(spec.mlflow_run_id, "killed", {})
+            raise
+    if failed:
+        raise CifarbenchError(f"{len(failed)} tuning trial(s) failed; rerun to resume the studies:\n" + "\n".join(failed))
+
+
+def _write_tuned(search: Search, summary: dict) -> dict:
+    write_json_atomic(tuned_path(search.cell.preset, search.cell.arch), summary)
+    return summary
+
+
+# `cifarbench tune` (cifarbench.cli), which `stages/tune.py` runs
+def configure(parser) -> None:
+    parser.add_argument("--arch", action="append", help="tune only this architecture (repeatable; default: all)")
+
+
+def run(args) -> None:
+    from cifarbench.params import load  # the root of the params, above this module in the layers
+
+    params = load()
+    tune_stage(params.plan, params.tune, params.tracking, params.executor, args.arch)
+
+
+def tune_main(argv: list[str] | None = None) -> int:
+    """The DVC stage `tune` (stages/tune.py)."""
+    return command_main("stages/tune.py", "tune every architecture's lr and weight decay", configure, run, argv)

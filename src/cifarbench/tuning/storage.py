@@ -1,0 +1,185 @@
+"""Where studies live, and the locks around them. A path is an Optuna journal file: appends under a file
+lock (FlockLock), so a killed process never corrupts it and workers on one machine share it; a torn last
+line is cut off before the next append. A URL (postgresql://..., sqlite:///...) is an RDB storage with
+heartbeats, for workers on several machines. Which coordinator owns a running trial (host/pid@start) is
+how a trial left by a dead one is recognised."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+
+from cifarbench.errors import CifarbenchError
+from cifarbench.tuning.config import TuneConfig
+
+ENV_STORAGE = "CIFARBENCH_OPTUNA_STORAGE"
+MAX_RETRIES = 2  # a trial whose process keeps dying (out of memory, say) is then given up
+LOCK_TIMEOUT_S = 120.0  # a journal append takes milliseconds; a holder this slow is hung, not busy
+
+
+def storage_url(cfg: TuneConfig) -> str:
+    """CIFARBENCH_OPTUNA_STORAGE or tune.storage; a journal path made absolute (workers run elsewhere)."""
+    url = os.environ.get(ENV_STORAGE) or cfg.storage
+    return url if "://" in url else os.path.abspath(url)
+
+
+def shown(url: str) -> str:
+    """The storage as it may be logged: an RDB URL's password hidden."""
+    if "://" not in url:
+        return url
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def open_storage(url: str, cfg: TuneConfig) -> optuna.storages.BaseStorage:
+    if "://" in url:
+        return _rdb_storage(url, cfg)
+    Path(url).parent.mkdir(parents=True, exist_ok=True)
+    try:  # reads the whole journal
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url, FlockLock(f"{url}.lock")))
+    except ValueError as exc:  # json.JSONDecodeError, or Optuna's "Invalid log format."
+        raise CifarbenchError(f"{url}: the Optuna journal is damaged inside ({exc}). Move it aside (`mv {url} "
+                              f"{url}.broken`) and run again: the studies start over") from exc
+
+
+def _rdb_storage(url: str, cfg: TuneConfig, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """An RDB storage; a trial whose heartbeat stopped is failed and queued again (Optuna's own callback).
+    Coordinators that open a new, empty database at once race in Optuna's schema creation (measured on
+    PostgreSQL: the loser fails on a duplicate `alembic_version` table), and no lock spans machines: the
+    loser tries again once the winner has made the schema."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    def storage() -> optuna.storages.RDBStorage:
+        return optuna.storages.RDBStorage(url, heartbeat_interval=cfg.heartbeat_s, grace_period=3 * cfg.heartbeat_s,
+                                          heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                                              max_retry=MAX_RETRIES))
+
+    for attempt in range(attempts - 1):
+        with contextlib.suppress(IntegrityError, ProgrammingError):  # a duplicate table, type or version row
+            return storage()
+        time.sleep(0.5 * (attempt + 1))
+    return storage()
+
+
+class FlockLock:
+    """The journal's write lock (Optuna's BaseJournalFileLock interface) as an fcntl lock, which the kernel
+    releases when its holder dies: Optuna's default symlink lock, left behind by a SIGKILL mid-write,
+    blocked every later writer (Optuna 5.0: its stale-lock timeout never fires). The holder writes its
+    host/pid into the lock file, so a wait that times out can name it. Before each append the journal's
+    torn last line, if any, is cut off (repair_journal)."""
+
+    def __init__(self, path: str, timeout_s: float = LOCK_TIMEOUT_S, repair: bool = True):
+        self.path, self.fd, self.timeout_s, self.repair = path, -1, timeout_s, repair
+
+    def acquire(self) -> bool:
+        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+                    os.close(fd)
+                    raise CifarbenchError(
+                        f"{self.path}: the Optuna journal's lock was held for more than {self.timeout_s:.0f} s "
+                        f"(by {holder}, host/pid). If that process hangs, stop it (its lock goes with it) and "
+                        "run again") from None
+                time.sleep(0.05)
+        self.fd = fd
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, me().encode(), 0)
+        if self.repair and self.path.endswith(".lock"):
+            _cut_torn_line(Path(self.path.removesuffix(".lock")))
+        return True
+
+    def release(self) -> None:
+        fd, self.fd = self.fd, -1
+        os.close(fd)  # closing drops the lock
+
+
+def repair_journal(url: str) -> str | None:
+    """Cut off the torn last line of a journal file, under its lock; returns what was done, or None."""
+    if "://" in url or not Path(url).is_file():
+        return None
+    lock = FlockLock(f"{url}.lock", repair=False)
+    lock.acquire()
+    try:
+        return _cut_torn_line(Path(url))
+    finally:
+        lock.release()
+
+
+def _cut_torn_line(path: Path) -> str | None:
+    """A journal's last line cut short (disk full or a kill mid-append) is tolerated by Optuna only until
+    the next append lands behind it; then every read raises. Cut it off, keeping the whole file as
+    `<journal>.torn-<time>`. The caller holds the journal's lock."""
+    if not path.is_file():
+        return None
+    with open(path, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0 or os.pread(f.fileno(), 1, size - 1) == b"\n":
+            return None
+        start = max(0, size - (1 << 20))  # journal lines are a few hundred bytes
+        tail = os.pread(f.fileno(), size - start, start)
+        keep = start + tail.rfind(b"\n") + 1 if b"\n" in tail else 0
+        aside = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%d-%H%M%S')}")
+        shutil.copy2(path, aside)
+        f.truncate(keep)
+    message = (f"{path}: its last line was cut short ({size - keep} bytes: a write interrupted, e.g. disk full); "
+               f"cut off, the whole file kept as {aside}")
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+    return message
+
+
+@contextlib.contextmanager
+def machine_lock(*names: str):
+    """A lock shared by this machine's processes that name the same things (released if the holder dies)."""
+    key = hashlib.sha256("|".join(names).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"cifarbench-tune-{key}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _process_id(pid: int) -> str | None:
+    """`pid@start time` of a live process (None if it is gone), so a reused pid is not taken for the
+    original process; just the pid where there is no /proc."""
+    if Path("/proc").is_dir():
+        with contextlib.suppress(OSError):
+            return f"{pid}@{Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[19]}"  # field 22
+        return None
+    try:
+        os.kill(pid, 0)
+        return str(pid)
+    except OSError:
+        return None
+
+
+def me() -> str:
+    return f"{socket.gethostname()}/{_process_id(os.getpid())}"
+
+
+def is_dead(owner: str | None, journal: bool) -> bool:
+    """Whether the coordinator that asked a trial is gone. A journal serves one machine, so a trial of
+    another host there is a previous life of this one (a container restarted under a new hostname)."""
+    if owner is None:  # killed between ask and tagging, both done under the lock (one machine: journal)
+        return journal
+    host, process = owner.split("/", 1)
+    if host != socket.gethostname():
+        return journal
+    return _process_id(int(process.split("@")[0])) != process
