@@ -42,7 +42,7 @@ def _header(comparison: Comparison, tonight: dict, baseline: dict | None, cfg: N
     verdict = (f"FAILED: {len(gating)} cell(s): {', '.join(gating)}" if gating
                else "OK: nothing regressed" if baseline else "no baseline yet: nothing compared")
     against = (f"commit {baseline['commit'][:10]} of {baseline['date']}" if baseline
-               else f"none; promote a night with `cifarbench nightly --update-baseline` (writes {cfg.baseline})")
+               else f"none; promote a night with: cifarbench nightly --update-baseline (writes {cfg.baseline})")
     lines = [Strong(verdict), f"Tonight: commit {tonight['commit'][:10]} at {tonight['date']}.",
              f"Baseline: {against}.",
              f"A cell regresses when its mean test accuracy falls by more than max({cfg.k:g} sigma, "
