@@ -101,6 +101,30 @@ def test_a_half_made_store_is_refused_naming_the_file_and_the_fix(make, why, tmp
     assert Tracker.open(TrackingConfig(uri=f"sqlite:///{store}")).experiment_id
 
 
+def test_a_store_killed_mid_write_is_rolled_back_not_refused(tmp_path):
+    """SIGKILL during a write transaction leaves a hot rollback journal beside the store. Any SQLite client
+    rolls it back on open; the store check used to open read-only, could not, and told the user to move a
+    whole store aside ('attempt to write a readonly database'), hiding every run in it."""
+    store = tmp_path / "mlflow.db"
+    experiment = Tracker.open(TrackingConfig(uri=f"sqlite:///{store}")).experiment_id
+    writer = textwrap.dedent("""
+        import os, signal, sqlite3, sys
+        db = sqlite3.connect(sys.argv[1], isolation_level=None)
+        db.execute("pragma cache_size = 2")  # spill pages to the file mid-transaction
+        db.execute("begin")
+        db.execute("create table junk (x blob)")
+        for _ in range(200):
+            db.execute("insert into junk values (randomblob(4000))")
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    subprocess.run([sys.executable, "-c", writer, str(store)], check=False)
+    journal = tmp_path / "mlflow.db-journal"
+    assert journal.is_file() and journal.stat().st_size > 0  # the hot journal the kill left
+    assert Tracker.open(TrackingConfig(uri=f"sqlite:///{store}")).experiment_id == experiment
+    with sqlite3.connect(store) as db:
+        assert not db.execute("select name from sqlite_master where name = 'junk'").fetchall()  # rolled back
+
+
 # --- the Optuna journal ----------------------------------------------------------------------------------
 
 def a_study_with_one_trial(journal: Path) -> optuna.Study:

@@ -133,7 +133,10 @@ def check_sqlite_store(uri: str) -> None:
     if path is None or not path.is_file():
         return
     try:
-        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+        # Read-write, as MLflow opens it: a store killed mid-write has a hot rollback journal, which opening
+        # rolls back; a read-only open cannot and fails ('attempt to write a readonly database'). A select
+        # writes nothing else, so a file that is not SQLite is left as it was.
+        with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
             tables = {row[0] for row in db.execute("select name from sqlite_master where type = 'table'")}
     except sqlite3.DatabaseError as exc:
         tables, why = None, f"is not a readable SQLite database ({exc})"
