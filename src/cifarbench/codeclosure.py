@@ -3,7 +3,7 @@ imports, found statically (`ast`, imports inside functions included, so a lazy i
 
 One answer for three questions that were three hand-kept lists: the code each DVC stage depends on
 (dvc.yaml `deps`, checked by tests/test_dvc_deps.py), the training code in a cell's key
-(pipeline.training_code_digest) and the code in a tuning study's name (tuning._code_digest).
+(pipeline.training_code_digest) and the code in a tuning study's name (tuning.search.code_digest).
 """
 
 from __future__ import annotations

@@ -8,13 +8,12 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import optuna
 
+from cifarbench import codeclosure
 from cifarbench.paths import PREPARED
 from cifarbench.engine.registry import lookup
-from cifarbench.pipeline import training_code_digest
 from cifarbench.plan import BASELINE, Cell, PlanConfig, resolve_cell
 from cifarbench.tuning.config import PRUNERS, TuneConfig
 
@@ -69,7 +68,7 @@ def make_pruner(cfg: TuneConfig, search: Search) -> optuna.pruners.BasePruner:
 
 
 def code_digest() -> str:
-    """The training code and this package (the tune stage's code deps in dvc.yaml): when DVC reruns the
-    stage because that code changed, the study starts afresh instead of returning the old result."""
-    package = sorted(Path(__file__).parent.glob("*.py"))
-    return hashlib.sha256(training_code_digest().encode() + b"".join(f.read_bytes() for f in package)).hexdigest()
+    """The import closure of the training code and this package (the tune stage's code deps in dvc.yaml):
+    when DVC reruns the stage because that code changed, the study starts afresh instead of returning the
+    old result."""
+    return codeclosure.digest(codeclosure.closure([codeclosure.RUN_ENTRY, "cifarbench.tuning"]))
