@@ -29,13 +29,19 @@ import torch
 from torch import nn
 
 from cifarbench.data import CLASSES, Split, load_split
-from cifarbench.engine import EpochRecord, FitResult, evaluate, fit
+from cifarbench.data.splits import stratified_draw
+from cifarbench.engine import EpochRecord, EvalResult, FitResult, evaluate, fit
 from cifarbench.io import atomic_path, read_json, write_json_atomic
 from cifarbench.models import build_model_from
 from cifarbench.models.profile import count_parameters, flops_per_image
 from cifarbench.plan import Budget, Cell
 from cifarbench.tracking import Tracker
-from cifarbench.tracking.tags import CUDA_VISIBLE_DEVICES, FAST, HOST, STATUS, WORKER
+from cifarbench.tracking.tags import CUDA_VISIBLE_DEVICES, DID_NOT_TRAIN, FAST, HOST, STATUS, TRAINED, WORKER
+
+# A run "did not train" when its best epoch's training accuracy is within 3 binomial sd of chance, or when one
+# class takes this share of its test predictions (a collapsed network): it is named and never averaged.
+CHANCE_SDS = 3.0
+COLLAPSED_SHARE = 0.9
 
 HISTORY_FIELDS = ["seed", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s"]
 
@@ -60,15 +66,29 @@ class RunSpec:
 
 
 @functools.lru_cache(maxsize=12)
-def load_subset(prepared: Path, split: str, size: int | None) -> Split:
-    """A budget's subset of one split, loaded once per worker process (memory-mapped files: only these
-    images are read). The engine never writes into a Split, so runs and trials share it."""
-    return load_split(prepared, split, size)
+def load_subset(prepared: Path, split: str, size: int | None, skip: int = 0) -> Split:
+    """Images skip .. skip + size of one split, loaded once per worker process (memory-mapped files: only
+    these images are read). The engine never writes into a Split, so runs and trials share it."""
+    return load_split(prepared, split, size, skip=skip)
 
 
-def training_data(prepared: Path, budget: Budget) -> tuple[Split, Split]:
-    """The budget's training and validation subsets: all a run trains and validates on."""
-    return load_subset(prepared, "train", budget.train_subset), load_subset(prepared, "val", budget.val_subset)
+@functools.lru_cache(maxsize=12)
+def train_subset(prepared: Path, size: int | None, seed: int) -> Split:
+    """The seed's own stratified draw of `size` training images (all when None), the same for every cell."""
+    if size is None:
+        return load_subset(prepared, "train", None)
+    return load_split(prepared, "train", draw=stratified_draw(prepared, "train", size, seed))
+
+
+def training_data(prepared: Path, budget: Budget, seed: int) -> tuple[Split, Split]:
+    """What one seed trains and validates on: its own draw of the training split, the fixed validation subset
+    (the yardstick early stopping and tuning compare against stays the same for every seed)."""
+    return train_subset(prepared, budget.train_subset, seed), load_subset(prepared, "val", budget.val_subset)
+
+
+def test_data(prepared: Path, budget: Budget) -> Split:
+    """The scored test images: all but the first `test_skip` (looked at by a past choice), or `test_subset` of them."""
+    return load_subset(prepared, "test", budget.test_subset, budget.test_skip)
 
 
 def train_one(cell: Cell, seed: int, data: tuple[Split, Split], *, on_epoch: Callable[[EpochRecord], None] | None = None,
@@ -88,8 +108,8 @@ def train_run(spec: RunSpec) -> dict:
     if done.is_file():
         return read_json(done)
     cell, seed = spec.cell, spec.seed
-    data = training_data(spec.prepared, cell.budget)
-    test = load_subset(spec.prepared, "test", cell.budget.test_subset)
+    data = training_data(spec.prepared, cell.budget, spec.seed)
+    test = test_data(spec.prepared, cell.budget)
     id_file = spec.file(".mlflow-run")
     resume = id_file.read_text().strip() if id_file.is_file() else None
     params = {**cell.config(), "seed": seed}
@@ -116,11 +136,14 @@ def train_run(spec: RunSpec) -> dict:
             "images_per_s": _median([r["images_per_s"] for r in result.history]),
             "params": count_parameters(model),
             "flops_per_image": flops_per_image(model),
+            "test_images": len(test),
+            DID_NOT_TRAIN: did_not_train(result, tested, len(data[0])),
         }
         per_class = {f"test_acc_{name}": acc for name, acc in zip(CLASSES, tested.per_class_accuracy)}
         fast_paths = result.fast_paths | {"threads": torch.get_num_threads()}
         log.log_final({k: v for k, v in summary.items() if isinstance(v, (int, float)) and v == v} | per_class,
-                      {STATUS: result.status, **where, **{f"{FAST}{k}": str(v) for k, v in fast_paths.items()}})
+                      {STATUS: result.status, TRAINED: str(not summary[DID_NOT_TRAIN]).lower(),
+                       DID_NOT_TRAIN: summary[DID_NOT_TRAIN], **where, **{f"{FAST}{k}": str(v) for k, v in fast_paths.items()}})
         confusion = spec.file("-confusion.json")
         write_json_atomic(confusion, {"classes": list(CLASSES), "confusion": tested.confusion})
         log.log_artifact(confusion)
@@ -131,6 +154,24 @@ def train_run(spec: RunSpec) -> dict:
     out = {"summary": summary | {"run_id": log.run_id, "fast_paths": fast_paths}, "history": history}
     write_json_atomic(done, out)
     return out
+
+
+def did_not_train(result: FitResult, tested: EvalResult, train_images: int) -> str:
+    """Why a finished run did not train ("" when it did): its loss stopped being finite, its training accuracy
+    never rose clearly above chance (CHANCE_SDS binomial sd over the epoch's images), or it predicts one class
+    for nearly every test image (COLLAPSED_SHARE)."""
+    if result.status == "diverged":
+        return "the training loss stopped being finite"
+    classes = len(tested.per_class_accuracy)
+    chance = 1 / classes
+    best = max((h["train_acc"] for h in result.history), default=0.0)
+    if best <= chance + CHANCE_SDS * (chance * (1 - chance) / max(train_images, 1)) ** 0.5:
+        return f"training accuracy never rose above chance (best epoch {100 * best:.1f} %, chance {100 * chance:.0f} %)"
+    predicted = [sum(row[j] for row in tested.confusion) for j in range(classes)]
+    share = max(predicted) / max(sum(predicted), 1)
+    if share >= COLLAPSED_SHARE:
+        return f"one class predicted for {100 * share:.0f} % of the test images"
+    return ""
 
 
 def placement() -> dict[str, str]:

@@ -40,15 +40,29 @@ def split_files(folder: Path, name: str) -> tuple[Path, Path]:
     return Path(folder) / f"{name}-images.npy", Path(folder) / f"{name}-labels.npy"
 
 
-def load_split(folder: Path, name: str, limit: int | None = None) -> Split:
-    """The first `limit` images of a split (all when None). The split files are already shuffled, so the
-    first N are a random subset; the files are memory-mapped and only those N images are read."""
+def load_split(folder: Path, name: str, limit: int | None = None, *, skip: int = 0,
+               draw: np.ndarray | None = None) -> Split:
+    """Images `skip` .. `skip + limit` of a split (all after `skip` when `limit` is None), or the images at
+    the indices `draw` (see `stratified_draw`). The files are memory-mapped: only those images are read."""
     arrays = []
     for path in split_files(folder, name):
         if not path.is_file():
             raise DataError(f"{path} not found: run `dvc repro prepare` first")
-        arrays.append(np.array(np.load(path, mmap_mode="r")[:limit]))  # a writable copy of just these images
+        mapped = np.load(path, mmap_mode="r")
+        rows = mapped[np.sort(draw)] if draw is not None else mapped[skip : None if limit is None else skip + limit]
+        arrays.append(np.array(rows))  # a writable copy of just these images
     return Split(torch.from_numpy(arrays[0]), torch.from_numpy(arrays[1]))
+
+
+def stratified_draw(folder: Path, name: str, size: int, seed: int) -> np.ndarray:
+    """Indices of `size` images of a split drawn at random by `seed`, in the classes' proportions: each seed
+    trains on its own subset, so the subset draw is a source of variance the seeds sample (Bouthillier et
+    al. 2021), and every cell of one seed shares it (comparisons stay paired)."""
+    labels = np.load(split_files(folder, name)[1], mmap_mode="r")
+    if size >= len(labels):
+        return np.arange(len(labels))
+    train, _ = stratified_split(np.asarray(labels), len(labels) - size, seed)
+    return train
 
 
 def stratified_split(labels: np.ndarray, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -26,6 +26,9 @@ PRESET, ARCH, ABLATION, SEED = "preset", "arch", "ablation", "seed"
 RUN_IDENTITY = (PRESET, ARCH, ABLATION, SEED)  # names one run of the benchmark (reruns share it)
 ABLATION_GROUP = "ablation_group"
 STATUS = "status"  # completed / early_stopped / diverged (the engine's FitResult.status)
+# 'true' or 'false' on a finished training run; on 'false', DID_NOT_TRAIN says why (loss not finite, training
+# accuracy near chance, or one class predicted for nearly every test image): such a run is named, never averaged
+TRAINED, DID_NOT_TRAIN = "trained", "did_not_train"
 CONFIG_HASH, CELL_KEY, DATA_MD5 = "config_hash", "cell_key", "data_md5"
 
 STUDY = "study"  # a study's name `<preset>/<arch>/<hash>`, on its parent and trial runs

@@ -50,7 +50,7 @@ def run_trial(spec: TrialSpec) -> dict:
     first = first_prune_epoch(spec.tune, spec.search)
     trial = optuna.Trial(study, spec.trial_id)
     cell, log = spec.cell, TrialLog(spec.tracker, spec.mlflow_run_id)
-    data = training_data(spec.prepared, cell.budget)
+    data = training_data(spec.prepared, cell.budget, spec.search.seed)
     epochs = [0]
 
     def on_epoch(record) -> None:
