@@ -61,13 +61,21 @@ def checked_cells(plan, tuned: dict | None = None) -> list[Cell]:
     return cells
 
 
-def train_stage(plan: PlanConfig, tracking: TrackingConfig, executor: ExecutorConfig) -> dict:
+def train_stage(plan: PlanConfig, tracking: TrackingConfig, executor: ExecutorConfig, prune: bool = False) -> dict:
     """Train and test every cell of the preset that is not already finished under its current key; returns
-    {"cells": planned, "trained": newly finished, "runs": runs trained}. Raises naming the failed runs."""
+    {"cells": planned, "trained": newly finished, "runs": runs trained}. Raises naming the failed runs.
+    Outputs of cells the plan no longer has are kept (the report leaves them out), or removed with `prune`."""
     tuned = {arch: read_tuned(tuned_path(plan.preset, arch)) for arch in plan.architectures}
     cells = checked_cells(plan, tuned)
     data = data_identity()
-    _remove_stale(plan.preset, cells)
+    stale = _stale_outputs(plan.preset, cells)
+    if stale and prune:
+        for path in stale:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        print(f"train: removed the outputs of {len(stale)} cell file(s) no longer in the plan (--prune)", flush=True)
+    elif stale:
+        print(f"train: kept the outputs of {len(stale)} cell file(s) no longer in the plan (the report leaves them "
+              "out; `cifarbench train --prune` removes them)", flush=True)
     todo = {}
     for cell in cells:
         key = cell_key(cell, data)
@@ -258,13 +266,13 @@ def _finished_key(cell: Cell) -> str | None:
     return result.get("key") if result.get("status") in FINISHED else None
 
 
-def _remove_stale(preset: str, cells: list[Cell]) -> None:
-    """Outputs of cells the plan no longer has (an ablation or architecture removed from params.yaml)."""
+def _stale_outputs(preset: str, cells: list[Cell]) -> list[Path]:
+    """Outputs of cells the plan no longer has (an ablation or architecture removed from params.yaml): a
+    finished result is never thrown away by a trimmed plan, only on purpose (`--prune`)."""
     planned = {(c.arch, c.ablation) for c in cells}
-    for kind, suffix in (("cells", ""), ("metrics", ".json"), ("curves", ".csv")):
-        for path in sorted(runs_of(preset, kind).glob(f"*/*{suffix}")):
-            if (path.parent.name, path.name.removesuffix(suffix)) not in planned:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return [path for kind, suffix in (("cells", ""), ("metrics", ".json"), ("curves", ".csv"))
+            for path in sorted(runs_of(preset, kind).glob(f"*/*{suffix}"))
+            if (path.parent.name, path.name.removesuffix(suffix)) not in planned]
 
 
 def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
@@ -277,13 +285,15 @@ def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
 # `cifarbench train` (cifarbench.cli), which `stages/train.py` runs
 def configure(parser) -> None:
     parser.add_argument("--params", type=Path, default=PARAMS, help="params file (default: %(default)s)")
+    parser.add_argument("--prune", action="store_true",
+                        help="remove the outputs of cells no longer in the plan (kept by default)")
 
 
 def run(args) -> None:
     from cifarbench.params import load  # the root of the params, above this module in the layers
 
     params = load(args.params)
-    train_stage(params.plan, params.tracking, params.executor)
+    train_stage(params.plan, params.tracking, params.executor, prune=args.prune)
 
 
 def train_main(argv: list[str] | None = None) -> int:

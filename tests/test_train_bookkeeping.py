@@ -1,5 +1,5 @@
-"""The train stage's bookkeeping: the progress line's ETA from the cost model, and a cell's summary that
-never averages a run that did not train."""
+"""The train stage's bookkeeping: the progress line's ETA from the cost model, a cell's summary that
+never averages a run that did not train, and outputs of cells no longer planned kept unless pruned."""
 
 from __future__ import annotations
 
@@ -26,3 +26,22 @@ def test_a_run_that_did_not_train_is_counted_but_never_averaged():
     assert out["status"] == "completed" and set(out["seeds"]) == {"0", "1", "2"}
     diverged = summarize({0: _seed(0.1, "diverged", "the training loss stopped being finite")})
     assert diverged["status"] == "diverged" and diverged["test_acc_mean"] is None and diverged["did_not_train"] == 1
+
+
+def test_outputs_of_cells_no_longer_planned_are_found_for_keeping_or_pruning(tmp_path, monkeypatch):
+    from cifarbench.params import parse
+    from cifarbench.pipeline import _stale_outputs
+    from cifarbench.plan import all_cells
+    from small_params import small_params
+
+    monkeypatch.chdir(tmp_path)
+    cells = all_cells(parse(small_params(preset="smoke")).plan)
+    for arch, ablation in (("lenet5", "baseline"), ("lenet5", "dropped")):
+        (tmp_path / "runs/smoke/cells" / arch / ablation).mkdir(parents=True)
+        for kind, suffix in (("metrics", ".json"), ("curves", ".csv")):
+            (tmp_path / "runs/smoke" / kind / arch).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "runs/smoke" / kind / arch / f"{ablation}{suffix}").write_text("{}")
+    stale = sorted(str(p) for p in _stale_outputs("smoke", cells))
+    assert stale == ["runs/smoke/cells/lenet5/dropped", "runs/smoke/curves/lenet5/dropped.csv",
+                     "runs/smoke/metrics/lenet5/dropped.json"]
+    assert (tmp_path / "runs/smoke/cells/lenet5/dropped").is_dir()  # finding them removes nothing
