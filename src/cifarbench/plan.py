@@ -146,11 +146,12 @@ def check_plan(plan: PlanConfig) -> None:
         raise ConfigError(f"params.yaml: ablations: must define `{BASELINE}` (the reference every ablation is compared with)")
     for arch, spec in plan.architectures.items():
         model_info(arch)  # unknown architecture -> ConfigError listing the valid names
-        for preset, budget in spec.presets.items():
-            unknown = [a for a in budget.ablations or [] if a not in plan.ablations]
-            if unknown:
-                raise ConfigError(f"params.yaml: architectures.{arch}.presets.{preset}.ablations: {', '.join(unknown)} "
-                                  f"not in `ablations`: {', '.join(plan.ablations)}")
+        # Only the preset that runs: a user trimming `ablations` need not edit other presets' lists.
+        listed = spec.presets[plan.preset].ablations if plan.preset in spec.presets else None
+        unknown = [a for a in listed or [] if a not in plan.ablations]
+        if unknown:
+            raise ConfigError(f"params.yaml: architectures.{arch}.presets.{plan.preset}.ablations: {', '.join(unknown)} "
+                              f"not in `ablations`: {', '.join(plan.ablations)}")
 
 
 def deep_merge(base: Tree, override: Tree) -> Tree:
