@@ -72,8 +72,9 @@ def _cell_label(c: pd.Series) -> str:
 def forest(buys: pd.DataFrame, effect: pd.DataFrame, archs: list[str]) -> Figure:
     """A forest plot per technique (`effect`'s rows, one panel each): each architecture's mean difference
     (points) with its own paired 95% interval (filled dot = survives Holm), and the random-effects estimate
-    with its 95% interval as the diamond at the bottom. A comparison that is not ok is named at the right."""
-    techniques = list(effect.index)
+    with its 95% interval as the diamond at the bottom. A comparison that is not ok is named at the right;
+    a technique no architecture could compare (n/a or not planned everywhere) has no panel."""
+    techniques = list(effect.index[(effect["archs"] > 0) | (effect["did_not_train"] > 0)])
     cols = min(3, len(techniques))
     rows = math.ceil(len(techniques) / cols)
     fig = Figure(figsize=(4.4 * cols, (0.26 * len(archs) + 1.3) * rows), layout="constrained")

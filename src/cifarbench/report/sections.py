@@ -55,7 +55,8 @@ def document(inp: Inputs) -> tuple[Document, dict]:
     intro = [
         f"Preset {inp.preset}: {len(inp.runs)} of {planned} planned runs found "
         f"({len(inp.archs)} architectures x {len(inp.ablations)} ablations, {n_na} cells not applicable); "
-        f"{len(missing)} missing; {len(inp.left_out)} current runs of this preset left out because they were made "
+        f"{len(missing)} missing; {len(tables.untrained_runs(inp.runs))} did not train (named in section 2); "
+        f"{len(inp.left_out)} current runs of this preset left out because they were made "
         "under other params or code than the plan gives now (dvc repro reruns those cells).",
         "Accuracies are test-set percentages. What a technique buys is the test accuracy with it minus without it "
         "(each ablation names the pair of cells, e.g. rotation = rotate - aug_none), in percentage points, "
@@ -140,8 +141,8 @@ def leaderboard_section(board: pd.DataFrame, inp: Inputs) -> Section:
         }, index=board.index)
         blocks += ["Beside the literature (same recipe, width 1, all 45,000 training images):", Table(published)]
     return Section("leaderboard", "1. Leaderboard: baselines", "Best first; n is the number of seeds behind the "
-                   "mean (runs that did not train left out); an architecture whose seeds overlap within ± sd is not clearly "
-                   "better.", blocks)
+                   "mean (runs that did not train left out); an architecture whose seeds overlap within ± sd is not "
+                   "clearly better.", blocks)
 
 
 def _mean_std(mean: float, std: float, untrained: int = 0) -> str:
@@ -240,7 +241,7 @@ def effects_section(effect: pd.DataFrame, buys: pd.DataFrame, archs: list[str]) 
     show.columns = ["group", "random effects, points [95%]", "archs in it", "tau, points", "I²",
                     "Holm: above / below 0", "range over archs", "verdict", "left out or floored"]
     blocks = [Table(show)]
-    if effect["re_delta"].notna().any() or effect["archs"].any():
+    if ((effect["archs"] > 0) | (effect["did_not_train"] > 0)).any():
         blocks.insert(0, Image("forest.png", png_bytes(figures.forest(buys, effect, archs)), "forest plot per technique"))
     return Section("effects", title, "Per technique, a DerSimonian-Laird random-effects estimate over the "
                    "architectures (each enters with its mean paired difference and its squared standard error sd² / n; "

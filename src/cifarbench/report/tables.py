@@ -171,15 +171,16 @@ def effects(buys: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
         variances, outside = _study_variances(ok)
         entered = variances.notna()
         summary = stats.dersimonian_laird(ok.loc[entered, "delta"].to_numpy(), variances[entered].to_numpy())
+        untrained = int(d["state"].eq("did not train").sum())
         rows.append({
             "technique": d["technique"].iloc[0] or ablation, "ablation": ablation, "group": d["group"].iloc[0],
             "about": about[ablation], "archs": len(ok), "re_archs": summary.k,
-            "re_delta": summary.estimate, "re_lo": summary.lo, "re_hi": summary.hi, "tau2": summary.tau2, "i2": summary.i2,
+            "re_delta": summary.estimate, "re_lo": summary.lo, "re_hi": summary.hi, "tau2": summary.tau2,
+            "i2": summary.i2,
             "mean_delta": ok["delta"].mean() if len(ok) else np.nan,
             "min_delta": ok["delta"].min() if len(ok) else np.nan, "max_delta": ok["delta"].max() if len(ok) else np.nan,
             "helped": int((ok["holm"] & (ok["delta"] > 0)).sum()), "hurt": int((ok["holm"] & (ok["delta"] < 0)).sum()),
-            "did_not_train": int(d["state"].eq("did not train").sum()),
-            "verdict": _verdict(summary, len(ok), int(d["state"].eq("did not train").sum())), "outside": outside,
+            "did_not_train": untrained, "verdict": _verdict(summary, len(ok), untrained), "outside": outside,
         })  # fmt: skip
     table = pd.DataFrame(rows)
     if table.empty:
