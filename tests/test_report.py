@@ -30,7 +30,6 @@ from cifarbench.config import load_params
 from cifarbench.params import parse
 from cifarbench.report import load_histories, load_runs
 from cifarbench.report.build import gather, report_stage, run
-from cifarbench.report.tables import ACC, paired_deltas
 from project import ROOT, Project, mlflow_server
 
 pytestmark = pytest.mark.slow
@@ -120,7 +119,7 @@ def as_frame(table: list[list[str]]) -> dict[str, dict[str, str]]:
 def test_report_outputs_and_dvc_metrics(report_project):
     reports = report_project.path / "reports"
     figures = sorted(p.name for p in (reports / "figures").glob("*.png"))
-    assert figures == sorted(["ablation_matrix.png", "effects.png", "pareto.png", *(f"curves_{a}.png" for a in ARCHS)])
+    assert figures == sorted(["ablation_matrix.png", "forest.png", "pareto.png", *(f"curves_{a}.png" for a in ARCHS)])
     shown = json.loads(report_project.run("dvc", "metrics", "show", "--json").stdout)
     metrics = next(iter(shown.values()))["data"]["reports/metrics.json"]["data"]
     assert metrics["runs"] == {"planned": RUNS, "found": RUNS, "missing": 0, "left_out": 0}
@@ -131,6 +130,7 @@ def test_every_table_has_a_row_per_architecture_and_numbers_equal_mlflow(report_
     acc = {(r.data.tags["arch"], r.data.tags["ablation"], int(r.data.tags["seed"])): r.data.metrics["test_acc"]
            for r in runs.values()}
     assert len(acc) == RUNS
+    trained = {key: runs[f"{key[0]}/{key[1]}/seed{key[2]}"].data.tags["trained"] == "true" for key in acc}
     text = (report_project.path / "reports" / "comparison.md").read_text()
     tables = markdown_tables(text)
     metrics = json.loads((report_project.path / "reports" / "metrics.json").read_text())
@@ -145,12 +145,13 @@ def test_every_table_has_a_row_per_architecture_and_numbers_equal_mlflow(report_
         assert list(as_frame(tables[heading][0])) == ARCHS, heading
     assert set(as_frame(tables["3. What each technique buys, over architectures"][0])) == set(TECHNIQUES.values())
 
-    for arch in ARCHS:
-        base = np.array([acc[(arch, "baseline", s)] for s in SEEDS])
-        shown = f"{100 * base.mean():.2f} ± {100 * base.std(ddof=1):.2f}"
-        assert board[arch]["test acc % (mean ± sd)"] == shown and board[arch]["seeds"] == "2"
-        assert matrix[arch]["baseline"] == f"{shown} (n=2)"
-        assert metrics["baseline_test_acc"][arch] == pytest.approx(base.mean(), rel=1e-12)
+    for arch in ARCHS:  # a baseline run that did not train is left out of the leaderboard
+        base = np.array([acc[(arch, "baseline", s)] for s in SEEDS if trained[(arch, "baseline", s)]])
+        shown = (f"{100 * base.mean():.2f}" + (f" ± {100 * base.std(ddof=1):.2f}" if len(base) > 1 else "")
+                 if len(base) else "did not train")
+        assert board[arch]["test acc % (mean ± sd)"] == shown and board[arch]["seeds"] == str(len(base))
+        assert matrix[arch]["baseline"] == f"{shown} (n={len(base)})"
+        assert metrics["baseline_test_acc"][arch] == (pytest.approx(base.mean(), rel=1e-12) if len(base) else None)
         params = runs[f"{arch}/baseline/seed0"].data.metrics["params"]
         assert board[arch]["params"] == f"{params:,.0f}"
         applicable = [b for b in ABLATIONS[1:] if (arch, b) not in NOT_APPLICABLE]
@@ -159,30 +160,41 @@ def test_every_table_has_a_row_per_architecture_and_numbers_equal_mlflow(report_
             if (arch, ablation) in NOT_APPLICABLE:
                 assert matrix[arch][ablation] == "n/a" and ended[arch][ablation] == "n/a"
                 continue
-            assert matrix[arch][ablation] == shown_delta(deltas[ablation], deltas.values())
+            assert_cell(matrix[arch][ablation], deltas[ablation], _all_trained(trained, arch, ablation, "baseline"))
             assert ended[arch][ablation] == "2, 2 / 2"
         # What all regularization buys = baseline - no_reg; batch norm has a cell the plan skips (n/a), flip is
         # flip - aug_none, and aug_none is not an ablation of this trimmed plan.
-        gain = -deltas["no_reg"]
-        assert bought[arch][TECHNIQUES["no_reg"]] == shown_delta(gain, [gain])
+        assert_cell(bought[arch][TECHNIQUES["no_reg"]], -deltas["no_reg"],
+                    _all_trained(trained, arch, "baseline", "no_reg"))
         assert bought[arch][TECHNIQUES["no_bn"]] == "n/a" and bought[arch][TECHNIQUES["flip"]] == "not planned"
-        if gain[0] != gain[1]:
-            assert f"{arch}: {100 * abs(gain[0] - gain[1]) / math.sqrt(2):.2f} points (df 1)" in text
-    regularization = np.mean([np.mean([acc[(a, "baseline", s)] - acc[(a, "no_reg", s)] for s in SEEDS]) for a in ARCHS])
-    assert metrics["mean_gain"]["all regularization"] == pytest.approx(regularization, abs=1e-12)
+    gains = [np.mean([acc[(a, "baseline", s)] - acc[(a, "no_reg", s)] for s in SEEDS]) for a in ARCHS
+             if _all_trained(trained, a, "baseline", "no_reg")]
+    if gains:
+        assert metrics["mean_gain"]["all regularization"] == pytest.approx(np.mean(gains), abs=1e-12)
     assert metrics["mean_gain"]["batch norm"] is None and metrics["mean_gain"]["flip"] is None
+    assert metrics["runs_did_not_train"] == sum(not t for t in trained.values())
 
 
-def shown_delta(d: np.ndarray, pool) -> str:
-    """A matrix cell as the report prints it: mean [95% interval from the pooled seed noise]* (n)."""
-    pooled = [x for x in pool if np.any(x != 0)]
-    df = sum(len(x) - 1 for x in pooled)
-    if df == 0:  # every comparison equal on every seed (a net still at chance): no noise to pool, no interval
-        return f"{100 * d.mean():+.2f} (n=2)"
-    sd = math.sqrt(sum(((x - x.mean()) ** 2).sum() for x in pooled) / df)
-    half = stats.t.ppf(0.975, df) * sd / math.sqrt(len(d))
-    lo, hi = d.mean() - half, d.mean() + half
-    return f"{100 * d.mean():+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]{'*' if lo > 0 or hi < 0 else ''} (n=2)"
+def _all_trained(trained: dict, arch: str, *cells: str) -> bool:
+    return all(trained[(arch, cell, s)] for cell in cells for s in SEEDS)
+
+
+def assert_cell(cell: str, d: np.ndarray, both_trained: bool) -> None:
+    """A matrix cell as the report prints it: mean [its own 95% paired t interval, df n - 1]mark (n), where
+    the mark is * (survives Holm over the table), ° (only the uncorrected interval excludes 0) or nothing;
+    with 2 seeds, one run that did not train makes its cell "did not train"."""
+    if not both_trained:
+        assert cell == "did not train"
+        return
+    if np.ptp(d) <= 1e-9:  # equal differences: no interval
+        prefix, raw = f"{100 * d.mean():+.2f}", False
+    else:
+        half = stats.t.ppf(0.975, 1) * d.std(ddof=1) / math.sqrt(2)
+        lo, hi = d.mean() - half, d.mean() + half
+        prefix, raw = f"{100 * d.mean():+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]", lo > 0 or hi < 0
+    assert cell.startswith(prefix) and cell.endswith(" (n=2)"), (cell, prefix)
+    mark = cell[len(prefix):-len(" (n=2)")]
+    assert mark in ("", "*", "°") and (mark != "") == raw, cell
 
 
 def test_tuning_table_shows_each_study(report_project):
@@ -282,26 +294,3 @@ def test_mlflow_ui_lists_and_compares_the_pipeline_runs(chromium, report_project
     dom = browse(chromium, compare, "--virtual-time-budget=15000", "--dump-dom")
     assert "Parallel Coordinates" in dom and all(name in dom for name in compared)
     assert "train.augment.policy" in dom and "test_acc" in dom
-
-
-def test_early_stopping_keeps_its_own_noise_out_of_the_pool():
-    """Fixed-budget cells pool their seed noise; an early-stopped cell (seeds stop at their own epochs) is
-    judged on its own seeds, so one wild seed there neither widens nor narrows the others' intervals."""
-    expected = pd.DataFrame([
-        {"arch": "vgg11", "ablation": name, "group": "regularization", "seeds": [0, 1, 2],
-         "early_stop": name == "early_stop", "applies": True, "technique": name, "with_": name, "without": "baseline"}
-        for name in ("baseline", "no_reg", "no_l2", "early_stop")])
-    acc = {"baseline": [0.50, 0.52, 0.51], "no_reg": [0.45, 0.48, 0.46], "no_l2": [0.49, 0.50, 0.50],
-           "early_stop": [0.51, 0.22, 0.50]}
-    runs = pd.DataFrame([{"arch": "vgg11", "ablation": a, "seed": s, ACC: v}
-                         for a, values in acc.items() for s, v in enumerate(values)])
-    deltas = paired_deltas(runs, expected).set_index("ablation")
-    fixed = [np.subtract(acc[a], acc["baseline"]) for a in ("no_reg", "no_l2")]
-    sd = math.sqrt(sum(((d - d.mean()) ** 2).sum() for d in fixed) / 4)
-    assert deltas.loc["no_reg", "df"] == 4 and deltas.loc["no_reg", "sd"] == pytest.approx(sd)
-    half = stats.t.ppf(0.975, 4) * sd / math.sqrt(3)
-    assert deltas.loc["no_reg", "lo"] == pytest.approx(fixed[0].mean() - half)
-    assert deltas.loc["no_reg", "excludes_zero"]
-    own = np.subtract(acc["early_stop"], acc["baseline"])
-    assert deltas.loc["early_stop", "df"] == 2 and deltas.loc["early_stop", "sd"] == pytest.approx(own.std(ddof=1))
-    assert not deltas.loc["early_stop", "excludes_zero"]

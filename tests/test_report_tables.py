@@ -1,11 +1,13 @@
 """What each technique buys, on plain frames: the right cells paired by seed with the right sign, n/a and
-missing shown as such, verdicts that follow the intervals."""
+missing shown as such, each comparison's own interval, Holm over the table, verdicts that follow the
+random-effects interval."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from cifarbench.report.tables import ACC, effects, paired_deltas
 
@@ -68,17 +70,39 @@ def test_a_technique_whose_cell_has_no_run_is_missing():
     assert buys.loc["dropout", "state"] == "ok"
 
 
-def test_verdicts_follow_the_intervals_not_the_mean():
+def test_verdicts_follow_the_random_effects_interval_not_the_mean():
     archs = ("vgg11", "resnet18")
     accs = {**ACCS, "dropout": [0.62, 0.60, 0.615]}  # a small, noisy gain: no interval excludes 0
     table = effects(paired_deltas(runs(accs, archs), expected(archs), buys=True), expected(archs))
-    assert table.loc["crop+flip", "verdict"] == "helps (2 of 2)" and table.loc["crop+flip", "helped"] == 2
-    assert table.loc["rotation", "verdict"] == "helps (2 of 2)"
+    assert table.loc["crop+flip", "verdict"] == "helps" and table.loc["crop+flip", "re_lo"] > 0
+    assert table.loc["crop+flip", "helped"] == 2 and table.loc["crop+flip", "re_archs"] == 2
+    assert table.loc["rotation", "verdict"] == "helps"
     assert table.loc["dropout", "verdict"] == "no clear effect" and table.loc["dropout", "mean_delta"] > 0
-    assert table.loc["batch norm", "verdict"] == "no runs" and np.isnan(table.loc["batch norm", "mean_delta"])
+    assert table.loc["batch norm", "verdict"] == "no runs" and np.isnan(table.loc["batch norm", "re_delta"])
     hurt = {**ACCS, "rotate": [0.40, 0.42, 0.41]}
     table = effects(paired_deltas(runs(hurt, archs), expected(archs), buys=True), expected(archs))
-    assert table.loc["rotation", "verdict"] == "hurts (2 of 2)"
+    assert table.loc["rotation", "verdict"] == "hurts" and table.loc["rotation", "re_hi"] < 0
+
+
+def test_each_interval_comes_from_its_own_comparison_and_holm_runs_over_the_whole_table():
+    """A noisy comparison of one architecture neither widens nor narrows the others' intervals (no pooled
+    sd): each is the paired t interval of its own differences, df n - 1; Holm and BH adjust over every ok
+    comparison of every architecture, the baseline reference row left out."""
+    archs = ("vgg11", "resnet18")
+    accs = {**ACCS, "dropout": [0.70, 0.50, 0.66]}  # wild seeds
+    buys = paired_deltas(runs(accs, archs), expected(archs), buys=True)
+    calm = paired_deltas(runs(ACCS, archs), expected(archs), buys=True)
+    rotate = buys.set_index(["arch", "ablation"]).loc[("vgg11", "rotate")]
+    d = np.subtract(ACCS["rotate"], ACCS["aug_none"])
+    half = stats.t.ppf(0.975, 2) * d.std(ddof=1) / np.sqrt(3)
+    assert rotate["df"] == 2 and rotate["lo"] == pytest.approx(d.mean() - half)
+    assert rotate["p"] == pytest.approx(stats.ttest_1samp(d, 0).pvalue)
+    assert calm.set_index(["arch", "ablation"]).loc[("vgg11", "rotate"), "lo"] == pytest.approx(rotate["lo"])
+    family = buys[buys["p_holm"].notna()]
+    assert len(family) == 6 and set(family["state"]) == {"ok"} and "baseline" not in set(family["ablation"])
+    m = len(family)
+    assert family["p_holm"].min() == pytest.approx(min(1, m * family["p"].min()))
+    assert (family["holm"] == (family["p_holm"] < 0.05)).all() and (family["p_bh"] <= family["p_holm"] + 1e-12).all()
 
 
 def test_the_full_presets_leaderboard_shows_the_published_accuracy_beside_the_measured_one():

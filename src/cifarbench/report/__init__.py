@@ -3,6 +3,7 @@ self-contained HTML file, figures, metrics.json). The runs are read by cifarbenc
 (load_runs, load_histories, load_tuning; re-exported here).
 
     tables.py    the numbers: leaderboard, paired deltas with 95% intervals, effects, Pareto front
+    stats.py     paired t per comparison, Holm and Benjamini-Hochberg, DerSimonian-Laird random effects
     figures.py   matplotlib figures
     sections.py  the report's sections, in reading order
     render.py    Markdown and HTML

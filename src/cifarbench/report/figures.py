@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 from matplotlib.ticker import EngFormatter, MaxNLocator, NullFormatter
 
 from cifarbench.plan import BASELINE
@@ -31,8 +30,9 @@ def png_bytes(fig: Figure) -> bytes:
 
 def delta_heatmap(deltas: pd.DataFrame, archs: list[str], ablations: list[str], labels: dict[str, str]) -> Figure:
     """Architecture x technique (one per ablation, `labels`), colour = what it buys: test accuracy with it
-    minus without it (points); '*' where the paired 95% interval excludes zero; grey cells say n/a or
-    missing."""
+    minus without it (points), with its own paired 95% interval; '*' where the comparison survives Holm's
+    correction over the whole table, '°' where only its uncorrected interval excludes zero; grey cells say
+    n/a, missing or did not train."""
     cells = deltas.set_index(["arch", "ablation"])
     values = np.array([[100 * cells.loc[(a, b), "delta"] for b in ablations] for a in archs], dtype=float)
     span = max(np.nanmax(np.abs(values)) if np.isfinite(values).any() else 0.0, 0.5)
@@ -50,34 +50,68 @@ def delta_heatmap(deltas: pd.DataFrame, archs: list[str], ablations: list[str], 
     ax.tick_params(length=0)
     bar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
     bar.set_label("test accuracy with minus without (points)")
-    ax.set_title("What each technique buys (* = 95% interval excludes 0)", fontsize=10)
+    ax.set_title("What each technique buys (* = survives Holm at 0.05; ° = uncorrected 95% interval excludes 0)",
+                 fontsize=10)
     return fig
+
+
+def significance_mark(c: pd.Series) -> str:
+    """'*' survives Holm over the table, '°' only the uncorrected interval (or p) excludes 0, '' neither."""
+    return "*" if c["holm"] else "°" if c["excludes_zero"] else ""
 
 
 def _cell_label(c: pd.Series) -> str:
     if c["state"] != "ok":
-        return c["state"]
-    text = f"{100 * c['delta']:+.1f}{'*' if c['excludes_zero'] else ''}"
+        return c["state"].replace("did not train", "did not\ntrain")
+    text = f"{100 * c['delta']:+.1f}{significance_mark(c)}"
     if np.isfinite(c["lo"]):
         text += f"\n[{100 * c['lo']:+.1f}, {100 * c['hi']:+.1f}]"
     return text
 
 
-def effects_bars(table: pd.DataFrame) -> Figure:
-    """Mean delta over architectures per ablation (bar), with the range over architectures (whisker)."""
-    table = table.dropna(subset=["mean_delta"]).iloc[::-1]
-    fig = Figure(figsize=(8, 0.4 * len(table) + 1.2), layout="constrained")
-    ax = fig.add_subplot()
-    y = np.arange(len(table))
-    mean, low, high = (100 * table[c].to_numpy() for c in ("mean_delta", "min_delta", "max_delta"))
-    ax.barh(y, mean, color=[GROUP_COLOURS.get(g, "grey") for g in table["group"]])
-    ax.errorbar(mean, y, xerr=[mean - low, high - mean], fmt="none", ecolor="black", capsize=3, lw=1)
-    ax.axvline(0, color="black", lw=0.8)
-    ax.set_yticks(y, table.index)
-    ax.set_xlabel("test accuracy with minus without, mean over architectures (points); whisker = range over architectures")
-    groups = [g for g in GROUP_COLOURS if g in set(table["group"])]
-    ax.legend([Patch(color=GROUP_COLOURS[g]) for g in groups], groups, loc="best", fontsize=8)
+def forest(buys: pd.DataFrame, effect: pd.DataFrame, archs: list[str]) -> Figure:
+    """A forest plot per technique (`effect`'s rows, one panel each): each architecture's mean difference
+    (points) with its own paired 95% interval (filled dot = survives Holm), and the random-effects estimate
+    with its 95% interval as the diamond at the bottom. A comparison that is not ok is named at the right;
+    a technique no architecture could compare (n/a or not planned everywhere) has no panel."""
+    techniques = list(effect.index[(effect["archs"] > 0) | (effect["did_not_train"] > 0)])
+    cols = min(3, len(techniques))
+    rows = math.ceil(len(techniques) / cols)
+    fig = Figure(figsize=(4.4 * cols, (0.26 * len(archs) + 1.3) * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    cells = buys.set_index(["ablation", "arch"])
+    for ax, technique in zip(axes.flat, techniques):
+        _forest_panel(ax, cells, effect.loc[technique], archs)
+        ax.set_title(f"{technique}: {effect.loc[technique, 'verdict']}", fontsize=9)
+    for ax in axes.flat[len(techniques):]:
+        ax.axis("off")
+    fig.supxlabel("test accuracy with minus without (points); diamond = random effects (DerSimonian-Laird), 95%",
+                  fontsize=9)
     return fig
+
+
+def _forest_panel(ax, cells: pd.DataFrame, row: pd.Series, archs: list[str]) -> None:
+    colour = GROUP_COLOURS.get(row["group"], "grey")
+    ys = np.arange(len(archs), 0, -1)  # first architecture on top; the summary at y = 0
+    for y, arch in zip(ys, archs):
+        c = cells.loc[(row["ablation"], arch)]
+        if c["state"] != "ok":
+            ax.text(0.98, y, c["state"], transform=ax.get_yaxis_transform(), ha="right", va="center", fontsize=7,
+                    color="#777777")
+            continue
+        if np.isfinite(c["lo"]):
+            ax.plot([100 * c["lo"], 100 * c["hi"]], [y, y], color=colour, lw=1.2)
+        ax.plot(100 * c["delta"], y, "o", color=colour, mfc=colour if c["holm"] else "white", ms=5)
+    if np.isfinite(row["re_delta"]):
+        lo, mid, hi = 100 * row["re_lo"], 100 * row["re_delta"], 100 * row["re_hi"]
+        ax.fill([lo, mid, hi, mid], [0, 0.35, 0, -0.35], color="black")
+    else:
+        ax.text(0.98, 0, "no summary", transform=ax.get_yaxis_transform(), ha="right", va="center", fontsize=7)
+    ax.axvline(0, color="black", lw=0.8, ls=":")
+    ax.set_yticks([*ys, 0], [*archs, "random effects"], fontsize=8)
+    ax.set_ylim(-0.8, len(archs) + 0.8)
+    ax.tick_params(axis="x", labelsize=8)
+    ax.grid(axis="x", alpha=0.3)
 
 
 def learning_curves(history: pd.DataFrame, runs: pd.DataFrame, arch: str, ablations: list[str]) -> Figure:

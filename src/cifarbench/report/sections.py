@@ -55,16 +55,18 @@ def document(inp: Inputs) -> tuple[Document, dict]:
     intro = [
         f"Preset {inp.preset}: {len(inp.runs)} of {planned} planned runs found "
         f"({len(inp.archs)} architectures x {len(inp.ablations)} ablations, {n_na} cells not applicable); "
-        f"{len(missing)} missing; {len(inp.left_out)} current runs of this preset left out because they were made "
+        f"{len(missing)} missing; {len(tables.untrained_runs(inp.runs))} did not train (named in section 2); "
+        f"{len(inp.left_out)} current runs of this preset left out because they were made "
         "under other params or code than the plan gives now (dvc repro reruns those cells).",
         "Accuracies are test-set percentages. What a technique buys is the test accuracy with it minus without it "
         "(each ablation names the pair of cells, e.g. rotation = rotate - aug_none), in percentage points, "
         "paired by seed: positive = it helps. Source: the current MLflow runs of this preset (see Provenance).",
+        _method(buys),
     ]
     sections = [
         leaderboard_section(board, inp),
         matrix_section(buys, deltas, board, missing, inp),
-        effects_section(effect),
+        effects_section(effect, buys, inp.archs),
         curves_section(inp, tables.early_stopping(inp.runs, inp.expected, buys)),
         pareto_section(board),
         tuning_section(inp),
@@ -76,6 +78,10 @@ def document(inp: Inputs) -> tuple[Document, dict]:
         "baseline_test_acc": _json(board["test_acc_mean"]),
         "baseline_test_acc_std": _json(board["test_acc_std"]),
         "mean_gain": _json(effect["mean_delta"]) if len(effect) else {},  # by technique: with minus without
+        "random_effects": _random_effects_json(effect),  # by technique: DerSimonian-Laird estimate, 95%, tau2, I2
+        "comparisons": {"tested": _family(buys), "holm": int(buys["holm"].sum()),
+                        "did_not_train": int(buys["state"].eq("did not train").sum())},
+        "runs_did_not_train": len(tables.untrained_runs(inp.runs)),
     }
     return Document(f"CIFAR-10 benchmark: preset {inp.preset}", intro, sections), metrics
 
@@ -84,9 +90,35 @@ def _json(series: pd.Series) -> dict:
     return {str(k): (None if pd.isna(v) else float(v)) for k, v in series.items()}
 
 
+def _random_effects_json(effect: pd.DataFrame) -> dict:
+    if effect.empty:
+        return {}
+    keys = {"estimate": "re_delta", "lo": "re_lo", "hi": "re_hi", "tau2": "tau2", "i2": "i2"}
+    return {str(t): {**{k: None if pd.isna(r[c]) else float(r[c]) for k, c in keys.items()},
+                     "archs": int(r["re_archs"]), "verdict": r["verdict"]} for t, r in effect.iterrows()}
+
+
+def _family(buys: pd.DataFrame) -> int:
+    """How many comparisons Holm and Benjamini-Hochberg correct over."""
+    return int(buys["p_holm"].notna().sum())
+
+
+def _method(buys: pd.DataFrame) -> str:
+    return (f"Method: each comparison's 95% interval is a paired t interval from its own seeds' differences "
+            f"(df = n - 1; none with fewer than 2 seeds), with its two-sided paired t test p-value; Holm's correction "
+            f"over all {_family(buys)} tested comparisons of the table (every architecture) decides the headline (* = "
+            f"survives at familywise 0.05; ° = only the uncorrected interval excludes 0); Benjamini-Hochberg adjusted "
+            f"p-values are shown beside it. Over architectures, a DerSimonian-Laird random-effects estimate from each "
+            f"architecture's mean difference and its squared standard error (sd² / n). Every interval is conditional "
+            f"on the fixed test images: it holds seed-to-seed noise, not test-set sampling noise. A run that did not "
+            f"train (loss not finite, training accuracy at chance, one class predicted) is named and left out of every "
+            f"mean, difference and summary.")
+
+
 def leaderboard_section(board: pd.DataFrame, inp: Inputs) -> Section:
+    untrained = board["untrained"] if "untrained" in board else pd.Series(0, index=board.index)
     show = board.assign(
-        test_acc=[_mean_std(m, s) for m, s in zip(board["test_acc_mean"], board["test_acc_std"])],
+        test_acc=[_mean_std(m, s, u) for m, s, u in zip(board["test_acc_mean"], board["test_acc_std"], untrained)],
         source=["tuned" if inp.tuned.get(a) else "recipe" for a in board.index],
     ).sort_values("test_acc_mean", ascending=False, na_position="last")
     show = show[["test_acc", "n", "params", "flops_per_image", "train_seconds", "images_per_s", "optimizer", "lr",
@@ -97,6 +129,9 @@ def leaderboard_section(board: pd.DataFrame, inp: Inputs) -> Section:
     show.columns = ["test acc % (mean ± sd)", "seeds", "params", "MFLOPs/image", "train s/seed", "train img/s",
                     "optimizer", "lr", "weight decay", "lr/wd from"]
     blocks = [Table(show)]
+    if untrained.any():
+        blocks += ["Baseline runs that did not train, left out of the accuracy above (named in section 2):",
+                   Bullets([f"{a}: {u} of {u + board.loc[a, 'n']} seeds" for a, u in untrained.items() if u])]
     if inp.preset == "full":  # the literature recipe: its numbers are comparable with the published ones
         published = pd.DataFrame({
             "measured % (mean ± sd)": [_mean_std(board.loc[a, "test_acc_mean"], board.loc[a, "test_acc_std"])
@@ -106,12 +141,13 @@ def leaderboard_section(board: pd.DataFrame, inp: Inputs) -> Section:
         }, index=board.index)
         blocks += ["Beside the literature (same recipe, width 1, all 45,000 training images):", Table(published)]
     return Section("leaderboard", "1. Leaderboard: baselines", "Best first; n is the number of seeds behind the "
-                   "mean; an architecture whose seeds overlap within ± sd is not clearly better.", blocks)
+                   "mean (runs that did not train left out); an architecture whose seeds overlap within ± sd is not "
+                   "clearly better.", blocks)
 
 
-def _mean_std(mean: float, std: float) -> str:
+def _mean_std(mean: float, std: float, untrained: int = 0) -> str:
     if pd.isna(mean):
-        return "missing"
+        return "did not train" if untrained else "missing"
     return pct(mean) + ("" if pd.isna(std) else f" ± {pct(std)}")
 
 
@@ -122,12 +158,6 @@ def matrix_section(buys: pd.DataFrame, deltas: pd.DataFrame, board: pd.DataFrame
     figure = figures.delta_heatmap(buys, inp.archs, questions, labels)
     blocks = [Image("ablation_matrix.png", png_bytes(figure), "what each technique buys"),
               Table(_matrix(buys, board, inp.archs, questions, [labels[q] for q in questions]))]
-    noise = buys[buys["df"] > 0].drop_duplicates("arch").set_index("arch")
-    if len(noise):
-        blocks += ["Seed noise behind the intervals: sd of one paired difference, pooled over the architecture's "
-                   "comparisons (degrees of freedom):",
-                   Bullets([f"{a}: {100 * noise.loc[a, 'sd']:.2f} points (df {noise.loc[a, 'df']})"
-                            for a in inp.archs if a in noise.index])]
     if len(missing):
         blocks += ["Missing runs (not finished, or made under other params):",
                    Bullets([f"{r.arch}/{r.ablation}/seed{r.seed}" for r in missing.itertuples()])]
@@ -136,11 +166,41 @@ def matrix_section(buys: pd.DataFrame, deltas: pd.DataFrame, board: pd.DataFrame
                Bullets([f"{labels.get(r.ablation, 'the reference')} = {r.with_} − {r.without}: {r.ablation}, {r.about}"
                         if r.ablation != BASELINE else f"{r.ablation}: {r.about}" for r in about.itertuples()]),
                "Each ablation minus the baseline (the raw comparison; the augmentation columns here compare "
-               "\"X only\" with the baseline's own augmentation, which is why they read negative):",
+               "\"X only\" with the baseline's own augmentation, which is why they read negative; * and ° over this "
+               "table's own comparisons):",
                Table(_matrix(deltas, board, inp.archs, inp.ablations, inp.ablations))]
+    tested = buys[buys["p_holm"].notna()]
+    if len(tested):
+        blocks += [f"Every tested comparison of the first table: paired t test p-value, Holm-adjusted over the "
+                   f"{len(tested)} (* at 0.05, the headline) and Benjamini-Hochberg-adjusted (false discovery rate):",
+                   Table(_tests(tested, labels))]
+    untrained = tables.untrained_runs(inp.runs)
+    if len(untrained):
+        blocks += ["Runs that did not train, left out of every difference, mean and summary (a cell with fewer "
+                   "than 2 that trained reads \"did not train\"):", Table(_untrained(untrained))]
     return Section("ablations", "2. What each technique buys", "Blue helps, red hurts: each cell is the test accuracy "
-                   "with the technique minus without it, paired by seed, [95% interval] when ≥ 2 seeds, from the seed "
-                   "noise pooled over the architecture's comparisons; * = interval excludes 0.", blocks)
+                   "with the technique minus without it, paired by seed, [95% paired t interval from this "
+                   "comparison's own seeds, df n - 1] when ≥ 2 seeds; * = survives Holm's correction over all the "
+                   "table's comparisons, ° = only the uncorrected interval excludes 0.", blocks)
+
+
+def _tests(tested: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
+    p = lambda v: f"{v:.2g}" if v >= 0.001 else "< 0.001"  # noqa: E731
+    show = pd.DataFrame({
+        "technique": [labels.get(a, a) for a in tested["ablation"]], "n": tested["n"],
+        "Δ points": [points(v) for v in tested["delta"]],
+        "95% interval": [f"[{points(lo)}, {points(hi)}]" if np.isfinite(lo) else "– (sd 0)"
+                         for lo, hi in zip(tested["lo"], tested["hi"])],
+        "p": [p(v) for v in tested["p"]], "p Holm": [p(v) for v in tested["p_holm"]],
+        "p BH": [p(v) for v in tested["p_bh"]], "Holm 0.05": tested["holm"].map({True: "*", False: ""}),
+    })  # fmt: skip
+    return show.set_index(pd.Index(tested["arch"], name="arch"))
+
+
+def _untrained(untrained: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({"ablation": untrained["ablation"].to_numpy(), "seed": untrained["seed"].to_numpy(),
+                         "run": untrained["run_name"].to_numpy(), "why": untrained["reason"].to_numpy()},
+                        index=pd.Index(untrained["arch"], name="arch"))
 
 
 def _technique_labels(expected: pd.DataFrame, ablations: list[str]) -> dict[str, str]:
@@ -157,28 +217,47 @@ def _matrix(cells: pd.DataFrame, board: pd.DataFrame, archs: list[str], columns:
 
 def _matrix_cell(c: pd.Series, base: pd.Series) -> str:
     if c.name[1] == BASELINE and c["state"] != "n/a":
-        return f"{_mean_std(base['test_acc_mean'], base['test_acc_std'])} (n={base['n']})"
+        return f"{_mean_std(base['test_acc_mean'], base['test_acc_std'], base.get('untrained', 0))} (n={base['n']})"
     if c["state"] != "ok":
         return c["state"]
     text = points(c["delta"])
     if np.isfinite(c["lo"]):
         text += f" [{points(c['lo'])}, {points(c['hi'])}]"
-    return text + ("*" if c["excludes_zero"] else "") + f" (n={c['n']})"
+    return text + figures.significance_mark(c) + f" (n={c['n']})"
 
 
-def effects_section(effect: pd.DataFrame) -> Section:
+def effects_section(effect: pd.DataFrame, buys: pd.DataFrame, archs: list[str]) -> Section:
     title = "3. What each technique buys, over architectures"
     if effect.empty:
         return Section("effects", title, "No ablations ran.", [])
-    show = formatted(effect[["group", "archs", "mean_delta", "min_delta", "max_delta", "helped", "hurt", "verdict"]],
-                     {c: points for c in ("mean_delta", "min_delta", "max_delta")}, empty="–")
-    show.columns = ["group", "archs", "mean Δ", "min Δ", "max Δ", "clearly helped", "clearly hurt", "verdict"]
+    show = effect.assign(
+        summary=[_summary(r) for r in effect.itertuples()],
+        holm=[f"{r.helped} / {r.hurt} of {r.archs}" for r in effect.itertuples()],
+        spread=[f"{points(lo)} to {points(hi)}" if np.isfinite(lo) else "–"
+                for lo, hi in zip(effect["min_delta"], effect["max_delta"])],
+        tau=[f"{100 * np.sqrt(t):.2f}" if np.isfinite(t) else "–" for t in effect["tau2"]],
+        i2=[f"{100 * v:.0f}%" if np.isfinite(v) else "–" for v in effect["i2"]],
+    )[["group", "summary", "re_archs", "tau", "i2", "holm", "spread", "verdict", "outside"]]
+    show.columns = ["group", "random effects, points [95%]", "archs in it", "tau, points", "I²",
+                    "Holm: above / below 0", "range over archs", "verdict", "left out or floored"]
     blocks = [Table(show)]
-    if effect["mean_delta"].notna().any():
-        blocks.insert(0, Image("effects.png", png_bytes(figures.effects_bars(effect)), "effects over architectures"))
-    return Section("effects", title, "Each technique's gain (with minus without, points) averaged over the "
-                   "architectures where both cells ran; 'clearly' counts architectures whose paired 95% interval "
-                   "excludes 0, and the verdict follows those intervals, not the mean.", blocks)
+    if ((effect["archs"] > 0) | (effect["did_not_train"] > 0)).any():
+        blocks.insert(0, Image("forest.png", png_bytes(figures.forest(buys, effect, archs)), "forest plot per technique"))
+    return Section("effects", title, "Per technique, a DerSimonian-Laird random-effects estimate over the "
+                   "architectures (each enters with its mean paired difference and its squared standard error sd² / n; "
+                   "tau = the spread of the true effect between architectures, I² = the share of the spread beyond seed "
+                   "noise). The verdict follows its 95% interval: helps only where it lies above 0. An architecture "
+                   "with 1 seed is left out; one whose seeds all differ by exactly the same amount (sd 0: noise below "
+                   "one test image) enters with the smallest standard error of another architecture. The interval "
+                   "treats those standard errors as known (each rests on n - 1 degrees of freedom), so with few seeds "
+                   "it is too narrow. Holm counts the architectures whose corrected comparison lies above / below 0.",
+                   blocks)
+
+
+def _summary(r) -> str:
+    if not np.isfinite(r.re_delta):
+        return "–"
+    return f"{points(r.re_delta)} [{points(r.re_lo)}, {points(r.re_hi)}]"
 
 
 def curves_section(inp: Inputs, stopping: pd.DataFrame) -> Section:

@@ -6,18 +6,15 @@ cell the plan skips shows why, instead of either silently disappearing.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from cifarbench.plan import BASELINE, AblationSpec, Cell
+from cifarbench.report import stats
 from cifarbench.tracking.read import column
-from cifarbench.tracking.tags import CONFIG_HASH
+from cifarbench.tracking.tags import CONFIG_HASH, DID_NOT_TRAIN, TRAINED
 
 ACC = "metrics.test_acc"
-CONFIDENCE = 0.95
 
 
 def expected_cells(cells: list[Cell], ablations: dict[str, AblationSpec] | None = None) -> pd.DataFrame:
@@ -57,14 +54,16 @@ def missing_runs(runs: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
 
 
 def leaderboard(runs: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
-    """Per architecture, its baseline: test accuracy over seeds, size, cost and the lr/wd it trained with."""
+    """Per architecture, its baseline: test accuracy over the seeds that trained (`untrained`: runs left out
+    of it because they did not train), size, cost and the lr/wd it trained with (over all its runs)."""
     base = runs[runs["ablation"] == BASELINE]
+    ok = trained(base)
     rows = []
     for arch in expected["arch"].unique():
         r = base[base["arch"] == arch]
-        acc = r[ACC].dropna()
+        acc = r.loc[ok[r.index], ACC].dropna()
         rows.append({
-            "arch": arch, "n": len(acc),
+            "arch": arch, "n": len(acc), "untrained": int((~ok[r.index]).sum()),
             "test_acc_mean": acc.mean() if len(acc) else np.nan,
             "test_acc_std": acc.std(ddof=1) if len(acc) > 1 else np.nan,
             "params": _first(r, "metrics.params"), "flops_per_image": _first(r, "metrics.flops_per_image"),
@@ -75,81 +74,133 @@ def leaderboard(runs: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("arch")
 
 
+def trained(runs: pd.DataFrame) -> pd.Series:
+    """True for each run that trained: its TRAINED tag is not 'false' (older runs without the tag count as
+    trained)."""
+    tag = runs.get(column(TRAINED), pd.Series(index=runs.index, dtype=object))
+    return ~tag.astype(str).str.strip().str.lower().eq("false")
+
+
+def untrained_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs that did not train, named with their reason (tag DID_NOT_TRAIN), never averaged."""
+    bad = runs[~trained(runs)]
+    reason = bad.get(column(DID_NOT_TRAIN), pd.Series(index=bad.index, dtype=object)).fillna("").astype(str)
+    out = pd.DataFrame({"arch": bad["arch"], "ablation": bad["ablation"], "seed": bad["seed"],
+                        "run_name": bad.get("run_name", pd.Series(index=bad.index, dtype=object)),
+                        "reason": reason.replace("", "no reason logged")})
+    return out.sort_values(["arch", "ablation", "seed"]).reset_index(drop=True)
+
+
 def paired_deltas(runs: pd.DataFrame, expected: pd.DataFrame, *, buys: bool = False) -> pd.DataFrame:
     """Per (arch, ablation): a paired difference of test accuracies, by seed. Plain: the ablation minus the
     architecture's baseline. `buys=True`: what the ablation's technique buys, acc(`with`) - acc(`without`)
     as the ablation names them in params.yaml (positive = the technique helps).
 
-    delta_s = acc(with, s) - acc(without, s) over the seeds both have. The 95% interval is
-    mean +- t(0.975, df) * sd / sqrt(n), where sd is the seed-to-seed sd of the paired deltas **pooled over
-    the architecture's comparisons** (squared deviations from each cell's own mean, over df = sum of n - 1).
-    With 2 seeds a cell alone has 1 degree of freedom (t = 12.7: intervals too wide to resolve anything);
-    the seed noise belongs to the architecture and its budget, which all its cells share, so pooling ~12
-    cells gives ~12 degrees of freedom (t = 2.2). A comparison equal on every seed (an early stop that never
-    fired) carries no noise information and stays out of the pool. A comparison involving an early-stopped
-    cell has noise of its own (each seed stops at its own epoch), so it stays out of the pool too and its
-    interval uses its own seeds' sd.
+    delta_s = acc(with, s) - acc(without, s) over the seeds where both cells have a run that trained; each
+    comparison's 95% interval and p-value come from its own differences alone (`stats.paired_t`: t with
+    df = n - 1; no interval with n < 2). Then over the table's family (every `ok` comparison with a
+    p-value): `p_holm` and `p_bh` adjusted p-values, `holm` = survives Holm at 0.05 (the headline), and
+    `excludes_zero` = the raw interval excludes 0 (p < 0.05). `untrained`: seeds left out because a run of
+    either cell did not train.
     `state`: ok | n/a (the plan skips one of its cells) | not planned (one of its cells is no ablation of the
-    plan) | missing (no run of a cell for a shared seed) | reference (the baseline row: compared with nothing).
+    plan) | did not train (a cell whose runs did not train, with fewer than 2 that did) | missing (no pair
+    of trained runs for a shared seed) | reference (the baseline row: compared with nothing).
     """
-    acc = runs.set_index(["arch", "ablation", "seed"])[ACC]
+    ok = trained(runs)
+    acc = runs[ok].set_index(["arch", "ablation", "seed"])[ACC]
+    failed = set(zip(runs.loc[~ok, "arch"], runs.loc[~ok, "ablation"], runs.loc[~ok, "seed"]))
     plan = expected.set_index(["arch", "ablation"])
-    rows, pools = [], {}  # arch, or (arch, ablation) for an early-stopped comparison -> [(row index, deltas)]
-    for e in expected.itertuples():
-        pair = (e.with_, e.without) if buys else (e.ablation, BASELINE)
-        row = {"arch": e.arch, "ablation": e.ablation, "group": e.group, "technique": e.technique, "state": "ok",
-               "n": 0, "delta": np.nan, "lo": np.nan, "hi": np.nan, "excludes_zero": False, "sd": np.nan, "df": 0}
-        cells = [plan.loc[(e.arch, name)] for name in pair if (e.arch, name) in plan.index]
-        if e.ablation == BASELINE and (buys or not e.applies):
-            row["state"] = "reference" if buys else "n/a"
-        elif len(cells) < 2:
-            row["state"] = "not planned"  # `with` or `without` is not an ablation of this params.yaml
-        elif not all(c["applies"] for c in cells):
-            row["state"] = "n/a"
-        else:
-            seeds = [s for s in e.seeds if all((e.arch, name, s) in acc.index for name in pair)]
-            diffs = np.array([acc[(e.arch, pair[0], s)] - acc[(e.arch, pair[1], s)] for s in seeds], dtype=float)
-            row.update(n=len(diffs), state="ok" if len(diffs) else "missing")
-            if len(diffs):
-                row["delta"] = diffs.mean()
-            if pair[0] != pair[1]:
-                early = any(c["early_stop"] for c in cells)
-                pools.setdefault((e.arch, e.ablation) if early else e.arch, []).append((len(rows), diffs))
-        rows.append(row)
-    for cells in pools.values():
-        pool = [d for _, d in cells if len(d) >= 2 and np.any(d != 0)]
-        df = sum(len(d) - 1 for d in pool)
-        if df == 0:
-            continue
-        sd = math.sqrt(sum(((d - d.mean()) ** 2).sum() for d in pool) / df)
-        t = stats.t.ppf(0.5 + CONFIDENCE / 2, df)
-        for i, d in cells:
-            if len(d):
-                row, half = rows[i], t * sd / math.sqrt(len(d))
-                row.update(sd=sd, df=df, lo=row["delta"] - half, hi=row["delta"] + half)
-                row["excludes_zero"] = bool(row["lo"] > 0 or row["hi"] < 0)
-    return pd.DataFrame(rows)
+    rows = [_comparison(e, (e.with_, e.without) if buys else (e.ablation, BASELINE), plan, acc, failed, buys)
+            for e in expected.itertuples()]
+    return _adjusted(pd.DataFrame(rows))
+
+
+def _comparison(e, pair: tuple[str, str], plan: pd.DataFrame, acc: pd.Series, failed: set, buys: bool) -> dict:
+    """One row of paired_deltas: the state of the comparison `pair` = (with, without) of plan row `e`, and
+    its paired t statistics where it is ok."""
+    row = {"arch": e.arch, "ablation": e.ablation, "group": e.group, "technique": e.technique,
+           "state": _planned_state(e, pair, plan, buys), "n": 0, "untrained": 0, "delta": np.nan, "lo": np.nan,
+           "hi": np.nan, "sd": np.nan, "df": 0, "p": np.nan}
+    if row["state"] != "ok":
+        return row
+    has = {name: [s for s in e.seeds if (e.arch, name, s) in acc.index] for name in pair}
+    bad = {name: [s for s in e.seeds if (e.arch, name, s) in failed] for name in pair}
+    seeds = [s for s in e.seeds if all(s in has[name] for name in pair)]
+    row["untrained"] = sum(1 for s in e.seeds if any(s in bad[name] for name in pair))
+    if any(bad[name] and len(has[name]) < 2 for name in pair):
+        row["state"] = "did not train"
+        return row
+    if not seeds:
+        row["state"] = "missing"
+        return row
+    t = stats.paired_t(np.array([acc[(e.arch, pair[0], s)] - acc[(e.arch, pair[1], s)] for s in seeds]))
+    row.update(n=t.n, delta=t.mean, lo=t.lo, hi=t.hi, sd=t.sd, df=t.df, p=t.p)
+    return row
+
+
+def _planned_state(e, pair: tuple[str, str], plan: pd.DataFrame, buys: bool) -> str:
+    """What the plan alone says of a comparison: reference, not planned, n/a, or ok (runs decide the rest)."""
+    if e.ablation == BASELINE:
+        return "reference" if buys or e.applies else "n/a"
+    cells = [plan.loc[(e.arch, name)] for name in pair if (e.arch, name) in plan.index]
+    if len(cells) < 2:
+        return "not planned"  # `with` or `without` is not an ablation of this params.yaml
+    return "ok" if all(c["applies"] for c in cells) else "n/a"
+
+
+def _adjusted(table: pd.DataFrame) -> pd.DataFrame:
+    """Adds the multiplicity columns over the family: every ok comparison with a p-value."""
+    family = table["state"].eq("ok") & table["p"].notna()
+    p = table["p"].where(family).to_numpy(dtype=float)
+    table["p_holm"], table["p_bh"] = stats.holm(p), stats.bh(p)
+    table["excludes_zero"] = family & (table["p"] < stats.ALPHA)
+    table["holm"] = family & (table["p_holm"] < stats.ALPHA)
+    return table
 
 
 def effects(buys: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
-    """Per technique (`paired_deltas(..., buys=True)`), what it buys averaged over the architectures where
-    both its cells ran, and on how many it clearly helped or hurt (95% interval above / below zero)."""
+    """Per technique (`paired_deltas(..., buys=True)`): the DerSimonian-Laird random-effects estimate over
+    the architectures (`re_delta`, 95% `re_lo`/`re_hi`, `tau2`, `i2`) and the verdict it gives; then the
+    plain mean and range over architectures, and on how many the Holm-corrected comparison lies above
+    (`helped`) or below (`hurt`) zero. `outside`: the architectures left out of the summary or entered with
+    a floored standard error (`_study_variances`)."""
     about = expected.drop_duplicates("ablation").set_index("ablation")["about"]
     rows = []
     for ablation, d in buys[buys["state"] != "reference"].groupby("ablation", sort=False):
         ok = d[d["state"] == "ok"]
-        up = int((ok["excludes_zero"] & (ok["delta"] > 0)).sum())
-        down = int((ok["excludes_zero"] & (ok["delta"] < 0)).sum())
+        variances, outside = _study_variances(ok)
+        entered = variances.notna()
+        summary = stats.dersimonian_laird(ok.loc[entered, "delta"].to_numpy(), variances[entered].to_numpy())
+        untrained = int(d["state"].eq("did not train").sum())
         rows.append({
             "technique": d["technique"].iloc[0] or ablation, "ablation": ablation, "group": d["group"].iloc[0],
-            "about": about[ablation], "archs": len(ok), "mean_delta": ok["delta"].mean() if len(ok) else np.nan,
+            "about": about[ablation], "archs": len(ok), "re_archs": summary.k,
+            "re_delta": summary.estimate, "re_lo": summary.lo, "re_hi": summary.hi, "tau2": summary.tau2,
+            "i2": summary.i2,
+            "mean_delta": ok["delta"].mean() if len(ok) else np.nan,
             "min_delta": ok["delta"].min() if len(ok) else np.nan, "max_delta": ok["delta"].max() if len(ok) else np.nan,
-            "helped": up, "hurt": down, "verdict": _verdict(up, down, len(ok)),
+            "helped": int((ok["holm"] & (ok["delta"] > 0)).sum()), "hurt": int((ok["holm"] & (ok["delta"] < 0)).sum()),
+            "did_not_train": untrained, "verdict": _verdict(summary, len(ok), untrained), "outside": outside,
         })  # fmt: skip
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    return table.sort_values(["group", "mean_delta"], ascending=[False, False], na_position="last").set_index("technique")
+    return table.sort_values(["group", "re_delta"], ascending=[False, False], na_position="last").set_index("technique")
+
+
+def _study_variances(ok: pd.DataFrame) -> tuple[pd.Series, str]:
+    """Each architecture's squared standard error sd^2 / n, as it enters the random-effects summary, and a
+    note naming the exceptions. n < 2: no standard error, left out (NaN). sd = 0 (every seed differs by
+    exactly the same amount: noise below one test image, not no noise): floored at the smallest positive
+    squared standard error of this technique on another architecture, so it weighs like the most precise
+    one instead of taking all the weight; left out if there is none."""
+    var = (ok["sd"] ** 2 / ok["n"]).where(ok["n"] >= 2)
+    positive = var[var > 0]
+    zero = var.eq(0)
+    var[zero] = positive.min() if len(positive) else np.nan
+    notes = [f"{a} (1 seed)" for a in ok.loc[ok["n"] < 2, "arch"]]
+    notes += [f"{a} ({'se 0, floored' if len(positive) else 'se 0, left out'})" for a in ok.loc[zero, "arch"]]
+    return var, ", ".join(notes)
 
 
 def early_stopping(runs: pd.DataFrame, expected: pd.DataFrame, buys: pd.DataFrame) -> pd.DataFrame:
@@ -167,13 +218,13 @@ def early_stopping(runs: pd.DataFrame, expected: pd.DataFrame, buys: pd.DataFram
     return pd.DataFrame(rows, columns=["arch", "ablation", "epochs_run", "epochs", "saved", "gain", "lo", "hi", "state"])
 
 
-def _verdict(up: int, down: int, n: int) -> str:
-    """The verdict follows the intervals: "helps" only where some interval lies above 0 and none below."""
-    if n == 0:
-        return "no runs"
-    if up and down:
-        return "mixed"
-    return f"helps ({up} of {n})" if up else f"hurts ({down} of {n})" if down else "no clear effect"
+def _verdict(summary: stats.RandomEffects, archs: int, untrained: int) -> str:
+    """The verdict follows the random-effects interval: "helps" only where it lies above 0."""
+    if archs == 0:
+        return "did not train" if untrained else "no runs"
+    if summary.k < 2:
+        return "too few architectures with 2 seeds for a summary"
+    return "helps" if summary.lo > 0 else "hurts" if summary.hi < 0 else "no clear effect"
 
 
 def pareto_front(cost: pd.Series, acc: pd.Series) -> pd.Series:
