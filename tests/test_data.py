@@ -176,3 +176,23 @@ def test_cli_runs_both_steps(cifar_archive, tmp_path, monkeypatch, capsys):
     assert sorted(p.name for p in (tmp_path / "data" / "prepared").iterdir()) == [
         "info.json", "test-images.npy", "test-labels.npy", "train-images.npy", "train-labels.npy",
         "val-images.npy", "val-labels.npy"]
+
+
+def test_each_seed_draws_its_own_stratified_training_subset_and_test_skip_leaves_out_the_first_images(cifar_archive, tmp_path):
+    from cifarbench.data.splits import stratified_draw
+
+    archive, _ = cifar_archive
+    prepare_splits(archive, tmp_path, val_size=100, seed=0)
+    train = load_split(tmp_path, "train")
+    draws = {seed: stratified_draw(tmp_path, "train", 50, seed) for seed in (0, 1)}
+    for draw in draws.values():
+        assert len(set(draw.tolist())) == 50
+        assert np.bincount(train.labels[draw].numpy(), minlength=10).tolist() == [5] * 10  # 5 per class
+    assert set(draws[0].tolist()) != set(draws[1].tolist())  # the subset is a source of variance the seeds sample
+    assert (stratified_draw(tmp_path, "train", 50, 0) == draws[0]).all()  # and the same seed draws the same images
+    subset = load_split(tmp_path, "train", draw=draws[1])
+    assert (subset.labels == train.labels[np.sort(draws[1])]).all()
+    test = load_split(tmp_path, "test")
+    scored = load_split(tmp_path, "test", skip=50)
+    assert len(scored) == len(test) - 50 and (scored.images == test.images[50:]).all()
+    assert (load_split(tmp_path, "test", 20, skip=50).labels == test.labels[50:70]).all()

@@ -26,18 +26,26 @@ NIGHTLY_COMMAND = 'cifarbench nightly --preset "$PRESET"'  # the workflow's step
 
 
 def cells(*rows) -> pd.DataFrame:
-    """Summary rows from (cell, mean, std, n, images_per_s[, hardware[, diverged]]) tuples."""
+    """Summary rows from (cell, mean, std, n, images_per_s[, hardware[, diverged[, config]]]) tuples."""
     out = []
     for cell, mean, std, n, speed, *rest in rows:
         arch, ablation = cell.split("/")
-        hardware, diverged = (rest + [CPU, 0][len(rest):])[:2]
+        hardware, diverged, config = (rest + [CPU, 0, "c0"][len(rest):])[:3]
         out.append({"arch": arch, "ablation": ablation, "n": n, "mean": mean, "std": std, "diverged": diverged,
-                    "images_per_s": speed, "hardware": hardware})
+                    "images_per_s": speed, "hardware": hardware, "config": config})
     return pd.DataFrame(out, columns=SUMMARY)
 
 
 def verdicts(comparison, column: str = "accuracy") -> dict[str, str]:
     return {f"{r.arch}/{r.ablation}": getattr(r, column) for r in comparison.cells.itertuples()}
+
+
+def test_a_cell_whose_config_changed_is_shown_but_judges_nothing():
+    base = cells(("a/x", 0.60, 0.005, 2, 100), ("a/y", 0.60, 0.005, 2, 100, CPU, 0, None))
+    tonight = cells(("a/x", 0.40, 0.005, 2, 100, CPU, 0, "c1"), ("a/y", 0.40, 0.005, 2, 100))
+    result = compare(tonight, base, CFG)
+    assert verdicts(result) == {"a/x": "config changed", "a/y": "config changed"}  # edited; baseline without configs
+    assert not result.failed and result.cells["delta"].tolist() == pytest.approx([-0.2, -0.2])
 
 
 def test_sigma_is_the_standard_error_of_the_difference_with_a_pooled_sd():

@@ -134,6 +134,37 @@ def test_changing_one_ablation_reruns_only_its_cells(smoke):
     assert replaced.data.tags["cifarbench.superseded_by"] == now["lenet5/crop/seed0"]
 
 
+def _leaves(tree, prefix=""):
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    return {k: v for key, value in tree.items() for k, v in _leaves(value, f"{prefix}.{key}" if prefix else key).items()}
+
+
+def test_dvc_exp_run_changes_exactly_the_path_it_sets_and_per_cell_results_are_versioned(smoke):
+    """`dvc exp run -S` on one architecture's budget: params.yaml changes in that one line, only that
+    architecture's cells train again, and the per-cell metrics (tracked by git, not ignored) diff cell by cell."""
+    project, _ = smoke
+    project.git("add", "-A")
+    project.git("commit", "-qm", "smoke results")
+    tracked = project.run("git", "ls-files", "runs").stdout.split()
+    assert "runs/smoke/metrics/lenet5/baseline.json" in tracked and "runs/smoke/curves/vgg11/crop.csv" in tracked
+    assert not [f for f in tracked if "/cells/" in f or "/checkpoints/" in f]  # weights stay in DVC's cache
+    before = _leaves(project.params)
+    path = "architectures.lenet5.presets.smoke.model.width"
+    run = project.run("dvc", "exp", "run", "-n", "lenet5-narrow", "-S", f"{path}=0.25")
+    after = _leaves(project.params)
+    assert {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)} == {path}
+    changed_lines = [line for line in project.run("git", "diff", "-U0", "params.yaml").stdout.splitlines()
+                     if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    assert len(changed_lines) == 2, changed_lines  # one line out, one line in: no anchors expanded, no reflow
+    trained = set(re.findall(r"\] (\w+)/\w+/seed0: test", run.stdout))
+    assert trained == {"lenet5"}
+    diff = project.run("dvc", "metrics", "diff", "--json").stdout
+    assert "runs/smoke/metrics/lenet5/baseline.json" in diff and "runs/smoke/metrics/vgg11/baseline.json" not in diff
+    shown = project.run("dvc", "exp", "show", "--no-pager", "--csv").stdout
+    assert "lenet5-narrow" in shown and "0.25" in shown
+
+
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory):
     folder = tmp_path_factory.mktemp("mlflow-server")

@@ -154,3 +154,14 @@ def test_unknown_keys_are_refused_at_every_level(dotted, message):
 
 def test_an_empty_section_takes_its_defaults():
     assert parse(with_changes(nightly=None, executor=None)).nightly.k == 3.0
+
+
+def test_a_preset_can_run_a_subset_of_an_architectures_ablations_and_names_the_rest():
+    tree = with_changes(preset="default")
+    tree["architectures"]["lenet5"]["presets"]["default"]["ablations"] = ["aug_none"]
+    cells = {c.ablation: c for c in all_cells(parse(tree).plan) if c.arch == "lenet5"}
+    assert cells["baseline"].not_applicable is None and cells["aug_none"].not_applicable is None
+    assert "not in preset default for lenet5" in cells["no_reg"].not_applicable
+    tree["architectures"]["lenet5"]["presets"]["default"]["ablations"] = ["aug_nothing"]
+    with pytest.raises(ConfigError, match="architectures.lenet5.presets.default.ablations: aug_nothing"):
+        parse(tree)

@@ -15,6 +15,7 @@ from cifarbench.errors import command_main
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "calibrate": ("cifarbench.calibrate", "compare candidate budgets of one architecture on validation accuracy (never test)"),
     "data": ("cifarbench.data.commands", "download, verify and split CIFAR-10 as params.yaml `data` says"),
     "doctor": ("cifarbench.doctor", "find and repair what a killed run can leave damaged: dvc.lock, Optuna journal, MLflow store"),
     "models": ("cifarbench.models.commands", "list the architectures: parameters, FLOPs; --bench measures images/s"),

@@ -20,6 +20,7 @@ import json
 import shutil
 import statistics
 import sys
+import time
 from pathlib import Path
 
 from cifarbench import fastpaths
@@ -37,7 +38,7 @@ from cifarbench.tracking import tags as t
 
 CURVE_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc"]
 FINISHED = ("completed", "diverged", "not_applicable")
-METRICS = ("test_acc_mean", "test_acc_std", "n_seeds", "train_seconds")  # a cell's line in `dvc metrics show`
+METRICS = ("test_acc_mean", "test_acc_std", "n_seeds", "did_not_train", "train_seconds")  # a cell's line in `dvc metrics show`
 
 
 def data_identity(prepared: Path = PREPARED) -> dict:
@@ -60,13 +61,21 @@ def checked_cells(plan, tuned: dict | None = None) -> list[Cell]:
     return cells
 
 
-def train_stage(plan: PlanConfig, tracking: TrackingConfig, executor: ExecutorConfig) -> dict:
+def train_stage(plan: PlanConfig, tracking: TrackingConfig, executor: ExecutorConfig, prune: bool = False) -> dict:
     """Train and test every cell of the preset that is not already finished under its current key; returns
-    {"cells": planned, "trained": newly finished, "runs": runs trained}. Raises naming the failed runs."""
+    {"cells": planned, "trained": newly finished, "runs": runs trained}. Raises naming the failed runs.
+    Outputs of cells the plan no longer has are kept (the report leaves them out), or removed with `prune`."""
     tuned = {arch: read_tuned(tuned_path(plan.preset, arch)) for arch in plan.architectures}
     cells = checked_cells(plan, tuned)
     data = data_identity()
-    _remove_stale(plan.preset, cells)
+    stale = _stale_outputs(plan.preset, cells)
+    if stale and prune:
+        for path in stale:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        print(f"train: removed the outputs of {len(stale)} cell file(s) no longer in the plan (--prune)", flush=True)
+    elif stale:
+        print(f"train: kept the outputs of {len(stale)} cell file(s) no longer in the plan (the report leaves them "
+              "out; `cifarbench train --prune` removes them)", flush=True)
     todo = {}
     for cell in cells:
         key = cell_key(cell, data)
@@ -151,6 +160,7 @@ def _execute(runs: list[RunSpec], executor: Executor, on_cell) -> tuple[dict, di
     for spec in runs:
         left.setdefault(spec.cell.name, set()).add(spec.seed)
     by_name, results, failed = {s.name: s for s in runs}, {}, {}
+    progress = Progress([_cost(s) for s in runs])
     print(f"train: {len(runs)} run(s) on {executor.where}", flush=True)
     try:
         for spec in runs:
@@ -158,12 +168,13 @@ def _execute(runs: list[RunSpec], executor: Executor, on_cell) -> tuple[dict, di
         while executor.pending():
             done = executor.next_done()
             spec = by_name[done.key]
+            where = progress.finished(_cost(spec))
             if not done.ok:
                 failed[done.key] = done.error
-                print(f"train: {done.key} FAILED:\n{done.error}", file=sys.stderr, flush=True)
+                print(f"train {where} {done.key} FAILED:\n{done.error}", file=sys.stderr, flush=True)
                 continue
             results[done.key] = done.result
-            _print_run(len(results) + len(failed), len(runs), spec, done.result)
+            _print_run(where, spec, done.result)
             left[spec.cell.name].discard(spec.seed)
             if not left[spec.cell.name]:
                 on_cell(spec.cell.name, {s.seed: results[s.name] for s in runs if s.cell.name == spec.cell.name})
@@ -176,9 +187,30 @@ def _execute(runs: list[RunSpec], executor: Executor, on_cell) -> tuple[dict, di
     return results, failed
 
 
-def _print_run(index: int, total: int, spec: RunSpec, result: dict) -> None:
+class Progress:
+    """Runs done of the total, time elapsed and an estimate of the time left: the elapsed time scaled by the
+    cost still to run over the cost run so far, in the cost model's units (`_cost`) that order the runs."""
+
+    def __init__(self, costs: list[float]):
+        self.total, self.left, self.done, self.cost_done = len(costs), sum(costs), 0, 0.0
+        self.start = time.monotonic()
+
+    def finished(self, cost: float) -> str:
+        self.done, self.cost_done, self.left = self.done + 1, self.cost_done + cost, self.left - cost
+        elapsed = time.monotonic() - self.start
+        eta = elapsed * max(self.left, 0.0) / self.cost_done if self.cost_done > 0 else 0.0
+        return f"[{self.done}/{self.total}, {_clock(elapsed)} elapsed, ~{_clock(eta)} left]"
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"
+
+
+def _print_run(where: str, spec: RunSpec, result: dict) -> None:
     s = result["summary"]
-    print(f"[{index}/{total}] {spec.name}: test {100 * s['test_acc']:.2f} %, {s['status']}, "
+    untrained = f", DID NOT TRAIN ({s['did_not_train']})" if s.get("did_not_train") else ""
+    print(f"{where} {spec.name}: test {100 * s['test_acc']:.2f} %, {s['status']}{untrained}, "
           f"{s['wall_seconds']:.0f} s", flush=True)
 
 
@@ -191,13 +223,15 @@ def _finish_cell(cell: Cell, key: str, done: dict[int, dict]) -> None:
 
 def summarize(per_seed: dict[int, dict]) -> dict:
     """Mean and spread over seeds of the test accuracy, plus each seed's own record."""
-    accs = [s["test_acc"] for s in per_seed.values() if s["status"] != "diverged"]
+    trained = [s for s in per_seed.values() if s["status"] != "diverged" and not s.get("did_not_train")]
+    accs = [s["test_acc"] for s in trained]
     statuses = {s["status"] for s in per_seed.values()}
     return {
         "status": "diverged" if statuses == {"diverged"} else "completed",
         "test_acc_mean": statistics.fmean(accs) if accs else None,
         "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0 if accs else None,
-        "n_seeds": len(accs),
+        "n_seeds": len(accs),  # seeds that trained: a run that did not train is never averaged
+        "did_not_train": len(per_seed) - len(trained),
         "train_seconds": sum(s["train_seconds"] for s in per_seed.values()),
         "seeds": {str(k): v for k, v in per_seed.items()},
     }
@@ -232,13 +266,13 @@ def _finished_key(cell: Cell) -> str | None:
     return result.get("key") if result.get("status") in FINISHED else None
 
 
-def _remove_stale(preset: str, cells: list[Cell]) -> None:
-    """Outputs of cells the plan no longer has (an ablation or architecture removed from params.yaml)."""
+def _stale_outputs(preset: str, cells: list[Cell]) -> list[Path]:
+    """Outputs of cells the plan no longer has (an ablation or architecture removed from params.yaml): a
+    finished result is never thrown away by a trimmed plan, only on purpose (`--prune`)."""
     planned = {(c.arch, c.ablation) for c in cells}
-    for kind, suffix in (("cells", ""), ("metrics", ".json"), ("curves", ".csv")):
-        for path in sorted(runs_of(preset, kind).glob(f"*/*{suffix}")):
-            if (path.parent.name, path.name.removesuffix(suffix)) not in planned:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return [path for kind, suffix in (("cells", ""), ("metrics", ".json"), ("curves", ".csv"))
+            for path in sorted(runs_of(preset, kind).glob(f"*/*{suffix}"))
+            if (path.parent.name, path.name.removesuffix(suffix)) not in planned]
 
 
 def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
@@ -251,13 +285,15 @@ def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
 # `cifarbench train` (cifarbench.cli), which `stages/train.py` runs
 def configure(parser) -> None:
     parser.add_argument("--params", type=Path, default=PARAMS, help="params file (default: %(default)s)")
+    parser.add_argument("--prune", action="store_true",
+                        help="remove the outputs of cells no longer in the plan (kept by default)")
 
 
 def run(args) -> None:
     from cifarbench.params import load  # the root of the params, above this module in the layers
 
     params = load(args.params)
-    train_stage(params.plan, params.tracking, params.executor)
+    train_stage(params.plan, params.tracking, params.executor, prune=args.prune)
 
 
 def train_main(argv: list[str] | None = None) -> int:

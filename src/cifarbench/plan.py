@@ -68,10 +68,17 @@ class Recipe(Section):
     train: Tree = {}
 
 
+class ArchitectureBudget(Recipe):
+    """An architecture's budget in one preset; `ablations` (None = all) lists the cells the preset runs for it:
+    the others are shown as not in this preset, a choice made on cost alone (the nightly runs them all)."""
+
+    ablations: list[Name] | None = Field(None, min_length=1)
+
+
 class ArchitectureSpec(Section):
     model: Tree = {}
     train: Tree = {}
-    presets: dict[Name, Recipe] = {}
+    presets: dict[Name, ArchitectureBudget] = {}
 
 
 class Buys(Section):
@@ -137,8 +144,13 @@ def check_plan(plan: PlanConfig) -> None:
         raise ConfigError(f"params.yaml: preset: {plan.preset!r} is not defined; presets: {', '.join(plan.presets)}")
     if BASELINE not in plan.ablations:
         raise ConfigError(f"params.yaml: ablations: must define `{BASELINE}` (the reference every ablation is compared with)")
-    for arch in plan.architectures:
+    for arch, spec in plan.architectures.items():
         model_info(arch)  # unknown architecture -> ConfigError listing the valid names
+        for preset, budget in spec.presets.items():
+            unknown = [a for a in budget.ablations or [] if a not in plan.ablations]
+            if unknown:
+                raise ConfigError(f"params.yaml: architectures.{arch}.presets.{preset}.ablations: {', '.join(unknown)} "
+                                  f"not in `ablations`: {', '.join(plan.ablations)}")
 
 
 def deep_merge(base: Tree, override: Tree) -> Tree:
@@ -153,12 +165,12 @@ def deep_merge(base: Tree, override: Tree) -> Tree:
 
 def _layers(plan: PlanConfig, arch: str, ablation: str | None, tuned: Tree | None) -> list[tuple[str, Tree]]:
     spec, budget = plan.architectures[arch], plan.presets[plan.preset]
-    arch_budget = spec.presets.get(plan.preset, Recipe())
+    arch_budget = spec.presets.get(plan.preset, ArchitectureBudget())
     layers = [
         ("recipe", plan.recipe.model_dump()),
         (f"architectures.{arch}", {"model": spec.model, "train": spec.train}),
         (f"presets.{plan.preset}", {"model": budget.model, "train": budget.train}),
-        (f"architectures.{arch}.presets.{plan.preset}", arch_budget.model_dump()),
+        (f"architectures.{arch}.presets.{plan.preset}", {"model": arch_budget.model, "train": arch_budget.train}),
     ]
     abl = plan.ablations[ablation] if ablation is not None else None
     if taken := tuned_values(abl, tuned):
@@ -223,6 +235,9 @@ def resolve_cell(plan: PlanConfig, arch: str, ablation: str, tuned: Tree | None 
         abl = abl.model_copy(update={"model": {k: v for k, v in abl.model.items() if k != "batch_norm"}})
         plan = plan.model_copy(update={"ablations": {**plan.ablations, ablation: abl}})
     model, train = _validate(_layers(plan, arch, ablation, tuned), arch, where)
+    listed = plan.architectures[arch].presets.get(plan.preset, ArchitectureBudget()).ablations
+    if reason is None and ablation != BASELINE and listed is not None and ablation not in listed:
+        reason = f"not in preset {plan.preset} for {arch} (cost; architectures.{arch}.presets.{plan.preset}.ablations)"
     if ablation != BASELINE and reason is None:
         base_model, base_train = _validate(_layers(plan, arch, BASELINE, tuned), arch, f"cell {arch}/{BASELINE}")
         if _effective(base_model, info) == _effective(model, info) and base_train == train:

@@ -5,12 +5,18 @@ A cell summary (`summarize`, and the rows of baseline.json) has the columns SUMM
     diverged      seeds whose loss stopped being finite
     images_per_s  median over seeds of each run's median training images/s per epoch
     hardware      "<fast.device> / <host_cpu> / <host_gpu>" as the runs recorded it
+    config        the cell's config hash(es) as its runs recorded them (model, training, data budget)
 
 Accuracy: a cell regresses when tonight's mean is below the baseline's by more than
 max(k * sigma, floor). sigma is the standard error of the difference of the two means, from the seed
 sd pooled over both nights (more degrees of freedom than either alone):
     sigma = s_pooled * sqrt(1/n_tonight + 1/n_baseline)
 With one seed per side there is no spread to pool and the floor alone decides.
+
+A cell whose config differs from the baseline's (an edited budget, other test images or seeds) is "config
+changed": its difference is shown but judges nothing, since it measures the edit, not a regression. A
+baseline recorded before configs were kept has none: every cell is "config changed" until a night made
+under the current params is promoted (`cifarbench nightly --update-baseline`).
 
 Throughput: the ratio tonight / baseline, only when both recorded the same hardware; a different device or
 CPU says nothing about the code, so the cell is marked "not compared".
@@ -25,11 +31,11 @@ import pandas as pd
 
 from cifarbench.nightly.config import NightlyConfig
 from cifarbench.tracking.read import column
-from cifarbench.tracking.tags import FAST, HOST_CPU, HOST_GPU
+from cifarbench.tracking.tags import CONFIG_HASH, FAST, HOST_CPU, HOST_GPU
 
 CELL = ["arch", "ablation"]
 HARDWARE = [column(f"{FAST}device"), column(HOST_CPU), column(HOST_GPU)]  # as each run recorded it
-SUMMARY = [*CELL, "n", "mean", "std", "diverged", "images_per_s", "hardware"]
+SUMMARY = [*CELL, "n", "mean", "std", "diverged", "images_per_s", "hardware", "config"]
 GATING = {"accuracy": ("regressed", "diverged"), "throughput": ("slower",)}
 
 
@@ -43,7 +49,8 @@ def summarize(runs: pd.DataFrame, cells: list[tuple[str, str]]) -> pd.DataFrame:
     `runs` is a `cifarbench.tracking.read.load_runs` frame (arch, ablation, status, metrics.test_acc,
     metrics.images_per_s, tags.fast.device, tags.host_cpu, tags.host_gpu). A cell without runs gets n = 0.
     """
-    runs = runs.reindex(columns=[*CELL, "status", "metrics.test_acc", "metrics.images_per_s", *HARDWARE])
+    runs = runs.reindex(columns=[*CELL, "status", "metrics.test_acc", "metrics.images_per_s", *HARDWARE,
+                                 column(CONFIG_HASH)])
     rows = []
     for arch, ablation in cells:
         mine = runs[(runs["arch"] == arch) & (runs["ablation"] == ablation)]
@@ -59,6 +66,7 @@ def summarize(runs: pd.DataFrame, cells: list[tuple[str, str]]) -> pd.DataFrame:
             "diverged": int((mine["status"] == "diverged").sum()),
             "images_per_s": speeds.median() if len(speeds) else math.nan,
             "hardware": " + ".join(hardware),
+            "config": " + ".join(sorted(mine[column(CONFIG_HASH)].dropna().astype(str).unique())),
         })  # fmt: skip
     return pd.DataFrame(rows, columns=SUMMARY)
 
@@ -119,6 +127,8 @@ def _accuracy(row, cfg: NightlyConfig) -> dict:
         verdict = "diverged"
     elif row["n_base"] == 0:
         verdict = "new"
+    elif not isinstance(row["config_base"], str) or row["config"] != row["config_base"]:
+        verdict = "config changed"
     elif delta < -threshold:
         verdict = "regressed"
     elif delta > threshold:

@@ -1,0 +1,47 @@
+"""The train stage's bookkeeping: the progress line's ETA from the cost model, a cell's summary that
+never averages a run that did not train, and outputs of cells no longer planned kept unless pruned."""
+
+from __future__ import annotations
+
+import pytest
+
+from cifarbench.pipeline import Progress, summarize
+
+
+def test_progress_scales_elapsed_time_by_the_cost_left(monkeypatch):
+    clock = iter([100.0, 160.0, 220.0])
+    monkeypatch.setattr("cifarbench.pipeline.time.monotonic", lambda: next(clock))
+    progress = Progress([3.0, 1.0, 2.0])
+    assert progress.finished(3.0) == "[1/3, 1:00 elapsed, ~1:00 left]"  # 3 of 6 cost units in 60 s
+    assert progress.finished(2.0) == "[2/3, 2:00 elapsed, ~0:24 left]"  # 1 unit left at 5 units per 120 s
+
+
+def _seed(acc: float, status: str = "completed", did_not_train: str = "") -> dict:
+    return {"test_acc": acc, "status": status, "train_seconds": 1.0, "did_not_train": did_not_train}
+
+
+def test_a_run_that_did_not_train_is_counted_but_never_averaged():
+    out = summarize({0: _seed(0.5), 1: _seed(0.7), 2: _seed(0.0965, did_not_train="one class predicted")})
+    assert out["test_acc_mean"] == pytest.approx(0.6) and out["n_seeds"] == 2 and out["did_not_train"] == 1
+    assert out["status"] == "completed" and set(out["seeds"]) == {"0", "1", "2"}
+    diverged = summarize({0: _seed(0.1, "diverged", "the training loss stopped being finite")})
+    assert diverged["status"] == "diverged" and diverged["test_acc_mean"] is None and diverged["did_not_train"] == 1
+
+
+def test_outputs_of_cells_no_longer_planned_are_found_for_keeping_or_pruning(tmp_path, monkeypatch):
+    from cifarbench.params import parse
+    from cifarbench.pipeline import _stale_outputs
+    from cifarbench.plan import all_cells
+    from small_params import small_params
+
+    monkeypatch.chdir(tmp_path)
+    cells = all_cells(parse(small_params(preset="smoke")).plan)
+    for arch, ablation in (("lenet5", "baseline"), ("lenet5", "dropped")):
+        (tmp_path / "runs/smoke/cells" / arch / ablation).mkdir(parents=True)
+        for kind, suffix in (("metrics", ".json"), ("curves", ".csv")):
+            (tmp_path / "runs/smoke" / kind / arch).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "runs/smoke" / kind / arch / f"{ablation}{suffix}").write_text("{}")
+    stale = sorted(str(p) for p in _stale_outputs("smoke", cells))
+    assert stale == ["runs/smoke/cells/lenet5/dropped", "runs/smoke/curves/lenet5/dropped.csv",
+                     "runs/smoke/metrics/lenet5/dropped.json"]
+    assert (tmp_path / "runs/smoke/cells/lenet5/dropped").is_dir()  # finding them removes nothing
