@@ -39,7 +39,7 @@ def gather(plan: PlanConfig, tracking: TrackingConfig) -> Inputs:
     return Inputs(
         preset=plan.preset, archs=list(plan.architectures), ablations=list(plan.ablations), expected=expected,
         runs=runs, left_out=left_out, histories=load_histories(uri, runs),
-        studies=load_tuning(uri, tracking.experiment, plan.preset), tuned=tuned,
+        studies=load_tuning(uri, tracking.experiment, plan.preset), tuned=tuned, plan=plan,
         provenance={
             "git commit of this report": here[GIT_COMMIT] + (" (dirty work tree)" if here[GIT_DIRTY] == "true" else ""),
             "dvc.lock sha256 (first 16)": _digest(DVC_LOCK),

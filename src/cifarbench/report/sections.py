@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cifarbench.plan import BASELINE
+from cifarbench.plan import BASELINE, PlanConfig
 from cifarbench.report import figures, tables
+from cifarbench.report.disclosure import disclosure_section
 from cifarbench.report.figures import png_bytes
 from cifarbench.report.literature import PUBLISHED
 from cifarbench.report.render import Bullets, Document, Image, Section, Table, formatted
@@ -33,6 +34,7 @@ class Inputs:
     studies: pd.DataFrame    # tracking.read.load_tuning
     tuned: dict              # arch -> tuned {lr, weight_decay} or None (recipe values)
     provenance: dict[str, str]  # what the runs' tags do not say: this report's commit, dvc.lock digest, store
+    plan: PlanConfig | None = None  # what was trained (the disclosure section); None: that section says so
 
 
 def pct(x) -> str:
@@ -64,6 +66,7 @@ def document(inp: Inputs) -> tuple[Document, dict]:
         _method(buys),
     ]
     sections = [
+        disclosure_section(inp.plan, inp.tuned),
         leaderboard_section(board, inp),
         matrix_section(buys, deltas, board, missing, inp),
         effects_section(effect, buys, inp.archs),
@@ -139,10 +142,12 @@ def leaderboard_section(board: pd.DataFrame, inp: Inputs) -> Section:
             "published %": [f"{PUBLISHED[a][0]:.2f}" if a in PUBLISHED else "no published number" for a in board.index],
             "source": [PUBLISHED[a][1] if a in PUBLISHED else "" for a in board.index],
         }, index=board.index)
-        blocks += ["Beside the literature (same recipe, width 1, all 45,000 training images):", Table(published)]
-    return Section("leaderboard", "1. Leaderboard: baselines", "Best first; n is the number of seeds behind the "
-                   "mean (runs that did not train left out); an architecture whose seeds overlap within ± sd is not "
-                   "clearly better.", blocks)
+        blocks += ["Beside a published number for the same architecture and depth only (none rather than an unlike "
+                   "one); each source says how it trained, which is not this preset's recipe:", Table(published)]
+    return Section("leaderboard", "1. Leaderboard: baselines", "Each architecture's baseline cell as section 0 "
+                   "describes it: the reference its techniques are measured against in section 2, not a ranking of "
+                   "the papers' architectures. Sorted by test accuracy; n is the number of seeds behind the mean (runs that did not train left out).",
+                   blocks)
 
 
 def _mean_std(mean: float, std: float, untrained: int = 0) -> str:
