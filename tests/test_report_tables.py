@@ -71,11 +71,12 @@ def test_a_technique_whose_cell_has_no_run_is_missing():
 
 
 def test_verdicts_follow_the_random_effects_interval_not_the_mean():
-    archs = ("vgg11", "resnet18")
+    archs = ("vgg11", "resnet18", "googlenet")  # Hartung-Knapp with 2 architectures has t(1 df) = 12.7
     accs = {**ACCS, "dropout": [0.62, 0.60, 0.615]}  # a small, noisy gain: no interval excludes 0
     table = effects(paired_deltas(runs(accs, archs), expected(archs), buys=True), expected(archs))
     assert table.loc["crop+flip", "verdict"] == "helps" and table.loc["crop+flip", "re_lo"] > 0
-    assert table.loc["crop+flip", "helped"] == 2 and table.loc["crop+flip", "re_archs"] == 2
+    assert table.loc["crop+flip", "helped"] == 3 and table.loc["crop+flip", "re_archs"] == 3
+    assert table.loc["crop+flip", "re_p_bh"] < 0.05
     assert table.loc["rotation", "verdict"] == "helps"
     assert table.loc["dropout", "verdict"] == "no clear effect" and table.loc["dropout", "mean_delta"] > 0
     assert table.loc["batch norm", "verdict"] == "no runs" and np.isnan(table.loc["batch norm", "re_delta"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy import stats as scipy_stats
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
@@ -92,7 +93,12 @@ def test_dersimonian_laird_by_hand_with_equal_variances():
     assert (r.estimate, r.tau2, r.q) == (pytest.approx(2), pytest.approx(3), pytest.approx(8))
     assert r.i2 == pytest.approx(0.75)
     assert r.hi - r.estimate == pytest.approx(1.959964 * math.sqrt(4 / 3), rel=1e-6)
+    # Hartung-Knapp: se^2 = sum w*(y - mu)^2 / ((k - 1) sum w*) = (4 + 0 + 4)/4 / (2 * 3/4) = 4/3, t with 2 df
+    assert r.hk_hi - r.estimate == pytest.approx(4.302653 * math.sqrt(4 / 3), rel=1e-6)
+    assert r.p == pytest.approx(2 * scipy_stats.t.sf(2 / math.sqrt(4 / 3), 2))
     quiet = stats.dersimonian_laird(np.array([1.0, 1.2]), np.ones(2))  # spread below the noise: tau2 = 0
+    # the Hartung-Knapp se is floored at DerSimonian-Laird's: two studies agreeing by chance never narrow it
+    assert quiet.hk_hi - quiet.estimate == pytest.approx(12.706205 * math.sqrt(1 / 2), rel=1e-6)
     assert quiet.tau2 == 0 and quiet.estimate == pytest.approx(1.1) and quiet.i2 == 0
     assert math.isnan(stats.dersimonian_laird(np.array([1.0]), np.ones(1)).estimate)  # one study: no summary
     with pytest.raises(ValueError, match="variance"):
@@ -162,7 +168,7 @@ def test_runs_that_did_not_train_are_named_and_kept_out_of_every_buys_value_and_
     assert bn["archs"] == bn["re_archs"] == 2 and bn["did_not_train"] == 1
     ok = buys.loc[[("vgg11", "no_bn"), ("resnet18", "no_bn")]]
     summary = stats.dersimonian_laird(ok["delta"].to_numpy(), (ok["sd"] ** 2 / ok["n"]).to_numpy())
-    assert bn["re_delta"] == pytest.approx(summary.estimate) and bn["re_lo"] == pytest.approx(summary.lo)
+    assert bn["re_delta"] == pytest.approx(summary.estimate) and bn["re_lo"] == pytest.approx(summary.hk_lo)
     assert bn["mean_delta"] == pytest.approx(ok["delta"].mean())
 
 

@@ -30,7 +30,7 @@ def png_bytes(fig: Figure) -> bytes:
 
 def delta_heatmap(deltas: pd.DataFrame, archs: list[str], ablations: list[str], labels: dict[str, str]) -> Figure:
     """Architecture x technique (one per ablation, `labels`), colour = what it buys: test accuracy with it
-    minus without it (points), with its own paired 95% interval; '*' where the comparison survives Holm's
+    minus without it (points), with its own paired 95% interval; '*' where the comparison survives the Benjamini-Hochberg
     correction over the whole table, '°' where only its uncorrected interval excludes zero; grey cells say
     n/a, missing or did not train."""
     cells = deltas.set_index(["arch", "ablation"])
@@ -50,14 +50,15 @@ def delta_heatmap(deltas: pd.DataFrame, archs: list[str], ablations: list[str], 
     ax.tick_params(length=0)
     bar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
     bar.set_label("test accuracy with minus without (points)")
-    ax.set_title("What each technique buys (* = survives Holm at 0.05; ° = uncorrected 95% interval excludes 0)",
+    ax.set_title("What each technique buys (* = survives Benjamini-Hochberg at 0.05; ° = uncorrected only)",
                  fontsize=10)
     return fig
 
 
 def significance_mark(c: pd.Series) -> str:
-    """'*' survives Holm over the table, '°' only the uncorrected interval (or p) excludes 0, '' neither."""
-    return "*" if c["holm"] else "°" if c["excludes_zero"] else ""
+    """'*' survives Benjamini-Hochberg over the table (false discovery rate 5 %), '°' only the uncorrected
+    interval (or p) excludes 0, '' neither."""
+    return "*" if c["bh"] else "°" if c["excludes_zero"] else ""
 
 
 def _cell_label(c: pd.Series) -> str:
@@ -71,7 +72,7 @@ def _cell_label(c: pd.Series) -> str:
 
 def forest(buys: pd.DataFrame, effect: pd.DataFrame, archs: list[str]) -> Figure:
     """A forest plot per technique (`effect`'s rows, one panel each): each architecture's mean difference
-    (points) with its own paired 95% interval (filled dot = survives Holm), and the random-effects estimate
+    (points) with its own paired 95% interval (filled dot = survives Benjamini-Hochberg), and the random-effects estimate
     with its 95% interval as the diamond at the bottom. A comparison that is not ok is named at the right;
     a technique no architecture could compare (n/a or not planned everywhere) has no panel."""
     techniques = list(effect.index[(effect["archs"] > 0) | (effect["did_not_train"] > 0)])
@@ -101,7 +102,7 @@ def _forest_panel(ax, cells: pd.DataFrame, row: pd.Series, archs: list[str]) -> 
             continue
         if np.isfinite(c["lo"]):
             ax.plot([100 * c["lo"], 100 * c["hi"]], [y, y], color=colour, lw=1.2)
-        ax.plot(100 * c["delta"], y, "o", color=colour, mfc=colour if c["holm"] else "white", ms=5)
+        ax.plot(100 * c["delta"], y, "o", color=colour, mfc=colour if c["bh"] else "white", ms=5)
     if np.isfinite(row["re_delta"]):
         lo, mid, hi = 100 * row["re_lo"], 100 * row["re_delta"], 100 * row["re_hi"]
         ax.fill([lo, mid, hi, mid], [0, 0.35, 0, -0.35], color="black")

@@ -82,7 +82,7 @@ def document(inp: Inputs) -> tuple[Document, dict]:
         "baseline_test_acc_std": _json(board["test_acc_std"]),
         "mean_gain": _json(effect["mean_delta"]) if len(effect) else {},  # by technique: with minus without
         "random_effects": _random_effects_json(effect),  # by technique: DerSimonian-Laird estimate, 95%, tau2, I2
-        "comparisons": {"tested": _family(buys), "holm": int(buys["holm"].sum()),
+        "comparisons": {"tested": _family(buys), "bh": int(buys["bh"].sum()), "holm": int(buys["holm"].sum()),
                         "did_not_train": int(buys["state"].eq("did not train").sum())},
         "runs_did_not_train": len(tables.untrained_runs(inp.runs)),
     }
@@ -108,11 +108,15 @@ def _family(buys: pd.DataFrame) -> int:
 
 def _method(buys: pd.DataFrame) -> str:
     return (f"Method: each comparison's 95% interval is a paired t interval from its own seeds' differences "
-            f"(df = n - 1; none with fewer than 2 seeds), with its two-sided paired t test p-value; Holm's correction "
-            f"over all {_family(buys)} tested comparisons of the table (every architecture) decides the headline (* = "
-            f"survives at familywise 0.05; ° = only the uncorrected interval excludes 0); Benjamini-Hochberg adjusted "
-            f"p-values are shown beside it. Over architectures, a DerSimonian-Laird random-effects estimate from each "
-            f"architecture's mean difference and its squared standard error (sd² / n). Every interval is conditional "
+            f"(df = n - 1; none with fewer than 2 seeds), with its two-sided paired t test p-value; the Benjamini-Hochberg "
+            f"correction over all {_family(buys)} tested comparisons of the table (every architecture) decides the "
+            f"headline (* = survives at a false discovery rate of 5 %: of the starred comparisons, 5 % are expected to "
+            f"be false; ° = only the uncorrected interval excludes 0); Holm-adjusted p-values (familywise error) are "
+            f"shown beside it. The correction was chosen before the runs: a table of this many comparisons, many of "
+            f"them expected to be real effects, is a screen for discoveries. Over architectures, a random-effects "
+            f"estimate (DerSimonian-Laird between-architecture variance) from each architecture's mean difference and "
+            f"its squared standard error (sd² / n), with a Hartung-Knapp interval (t, k - 1 df), its p-value "
+            f"Benjamini-Hochberg-corrected over the techniques for the verdict. Every interval is conditional "
             f"on the fixed test images: it holds seed-to-seed noise, not test-set sampling noise. A run that did not "
             f"train (loss not finite, training accuracy at chance, one class predicted) is named and left out of every "
             f"mean, difference and summary.")
@@ -176,8 +180,9 @@ def matrix_section(buys: pd.DataFrame, deltas: pd.DataFrame, board: pd.DataFrame
                Table(_matrix(deltas, board, inp.archs, inp.ablations, inp.ablations))]
     tested = buys[buys["p_holm"].notna()]
     if len(tested):
-        blocks += [f"Every tested comparison of the first table: paired t test p-value, Holm-adjusted over the "
-                   f"{len(tested)} (* at 0.05, the headline) and Benjamini-Hochberg-adjusted (false discovery rate):",
+        blocks += [f"Every tested comparison of the first table: paired t test p-value, Benjamini-Hochberg-adjusted "
+                   f"over the {len(tested)} (* below 0.05: the headline, false discovery rate 5 %) and Holm-adjusted "
+                   f"(familywise error; * below 0.05):",
                    Table(_tests(tested, labels))]
     untrained = tables.untrained_runs(inp.runs)
     if len(untrained):
@@ -185,8 +190,9 @@ def matrix_section(buys: pd.DataFrame, deltas: pd.DataFrame, board: pd.DataFrame
                    "than 2 that trained reads \"did not train\"):", Table(_untrained(untrained))]
     return Section("ablations", "2. What each technique buys", "Blue helps, red hurts: each cell is the test accuracy "
                    "with the technique minus without it, paired by seed, [95% paired t interval from this "
-                   "comparison's own seeds, df n - 1] when ≥ 2 seeds; * = survives Holm's correction over all the "
-                   "table's comparisons, ° = only the uncorrected interval excludes 0.", blocks)
+                   "comparison's own seeds, df n - 1] when ≥ 2 seeds; * = survives the Benjamini-Hochberg correction over "
+                   "all the table's comparisons (false discovery rate 5 %), ° = only the uncorrected interval excludes 0.",
+                   blocks)
 
 
 def _tests(tested: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
@@ -197,7 +203,8 @@ def _tests(tested: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
         "95% interval": [f"[{points(lo)}, {points(hi)}]" if np.isfinite(lo) else "– (sd 0)"
                          for lo, hi in zip(tested["lo"], tested["hi"])],
         "p": [p(v) for v in tested["p"]], "p Holm": [p(v) for v in tested["p_holm"]],
-        "p BH": [p(v) for v in tested["p_bh"]], "Holm 0.05": tested["holm"].map({True: "*", False: ""}),
+        "p BH": [p(v) for v in tested["p_bh"]], "BH 0.05": tested["bh"].map({True: "*", False: ""}),
+        "Holm 0.05": tested["holm"].map({True: "*", False: ""}),
     })  # fmt: skip
     return show.set_index(pd.Index(tested["arch"], name="arch"))
 
@@ -237,25 +244,27 @@ def effects_section(effect: pd.DataFrame, buys: pd.DataFrame, archs: list[str]) 
         return Section("effects", title, "No ablations ran.", [])
     show = effect.assign(
         summary=[_summary(r) for r in effect.itertuples()],
-        holm=[f"{r.helped} / {r.hurt} of {r.archs}" for r in effect.itertuples()],
+        holm=[f"{r.helped} / {r.hurt} of {r.archs} (Holm {r.holm_helped} / {r.holm_hurt})" for r in effect.itertuples()],
         spread=[f"{points(lo)} to {points(hi)}" if np.isfinite(lo) else "–"
                 for lo, hi in zip(effect["min_delta"], effect["max_delta"])],
         tau=[f"{100 * np.sqrt(t):.2f}" if np.isfinite(t) else "–" for t in effect["tau2"]],
         i2=[f"{100 * v:.0f}%" if np.isfinite(v) else "–" for v in effect["i2"]],
     )[["group", "summary", "re_archs", "tau", "i2", "holm", "spread", "verdict", "outside"]]
     show.columns = ["group", "random effects, points [95%]", "archs in it", "tau, points", "I²",
-                    "Holm: above / below 0", "range over archs", "verdict", "left out or floored"]
+                    "archs above / below 0 (BH)", "range over archs", "verdict", "left out or floored"]
     blocks = [Table(show)]
     if ((effect["archs"] > 0) | (effect["did_not_train"] > 0)).any():
         blocks.insert(0, Image("forest.png", png_bytes(figures.forest(buys, effect, archs)), "forest plot per technique"))
     return Section("effects", title, "Per technique, a DerSimonian-Laird random-effects estimate over the "
                    "architectures (each enters with its mean paired difference and its squared standard error sd² / n; "
                    "tau = the spread of the true effect between architectures, I² = the share of the spread beyond seed "
-                   "noise). The verdict follows its 95% interval: helps only where it lies above 0. An architecture "
-                   "with 1 seed is left out; one whose seeds all differ by exactly the same amount (sd 0: noise below "
-                   "one test image) enters with the smallest standard error of another architecture. The interval "
-                   "treats those standard errors as known (each rests on n - 1 degrees of freedom), so with few seeds "
-                   "it is too narrow. Holm counts the architectures whose corrected comparison lies above / below 0.",
+                   "noise). Its 95% interval is Hartung-Knapp's (t with k - 1 df, the standard error from the spread of "
+                   "the architectures), honest with few architectures and few seeds each; the verdict says helps only "
+                   "where the estimate is above 0 with its p-value Benjamini-Hochberg-corrected over the techniques "
+                   "below 0.05. An architecture with 1 seed is left out; one whose seeds all differ by exactly the same "
+                   "amount (sd 0: noise below one test image) enters with the smallest standard error of another "
+                   "architecture. The count column says on how many architectures the corrected comparison (BH; Holm "
+                   "in brackets) lies above / below 0.",
                    blocks)
 
 

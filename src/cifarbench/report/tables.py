@@ -99,8 +99,9 @@ def paired_deltas(runs: pd.DataFrame, expected: pd.DataFrame, *, buys: bool = Fa
     delta_s = acc(with, s) - acc(without, s) over the seeds where both cells have a run that trained; each
     comparison's 95% interval and p-value come from its own differences alone (`stats.paired_t`: t with
     df = n - 1; no interval with n < 2). Then over the table's family (every `ok` comparison with a
-    p-value): `p_holm` and `p_bh` adjusted p-values, `holm` = survives Holm at 0.05 (the headline), and
-    `excludes_zero` = the raw interval excludes 0 (p < 0.05). `untrained`: seeds left out because a run of
+    p-value): `p_holm` and `p_bh` adjusted p-values, `bh` = survives Benjamini-Hochberg at 0.05 (the
+    headline: false discovery rate 5 %), `holm` = survives Holm at 0.05 (familywise), and `excludes_zero` =
+    the raw interval excludes 0 (p < 0.05). `untrained`: seeds left out because a run of
     either cell did not train.
     `state`: ok | n/a (the plan skips one of its cells) | not planned (one of its cells is no ablation of the
     plan) | did not train (a cell whose runs did not train, with fewer than 2 that did) | missing (no pair
@@ -155,14 +156,16 @@ def _adjusted(table: pd.DataFrame) -> pd.DataFrame:
     table["p_holm"], table["p_bh"] = stats.holm(p), stats.bh(p)
     table["excludes_zero"] = family & (table["p"] < stats.ALPHA)
     table["holm"] = family & (table["p_holm"] < stats.ALPHA)
+    table["bh"] = family & (table["p_bh"] < stats.ALPHA)
     return table
 
 
 def effects(buys: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
-    """Per technique (`paired_deltas(..., buys=True)`): the DerSimonian-Laird random-effects estimate over
-    the architectures (`re_delta`, 95% `re_lo`/`re_hi`, `tau2`, `i2`) and the verdict it gives; then the
-    plain mean and range over architectures, and on how many the Holm-corrected comparison lies above
-    (`helped`) or below (`hurt`) zero. `outside`: the architectures left out of the summary or entered with
+    """Per technique (`paired_deltas(..., buys=True)`): the random-effects estimate over the architectures
+    (DerSimonian-Laird tau2; `re_delta` with its Hartung-Knapp 95% interval `re_lo`/`re_hi`, `tau2`, `i2`,
+    p-value `re_p` and `re_p_bh` adjusted over the techniques) and the verdict it gives; then the plain mean
+    and range over architectures, and on how many the BH-corrected comparison lies above (`helped`) or below
+    (`hurt`) zero (`holm_helped`/`holm_hurt`: the familywise view). `outside`: the architectures left out of the summary or entered with
     a floored standard error (`_study_variances`)."""
     about = expected.drop_duplicates("ablation").set_index("ablation")["about"]
     rows = []
@@ -175,16 +178,20 @@ def effects(buys: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
         rows.append({
             "technique": d["technique"].iloc[0] or ablation, "ablation": ablation, "group": d["group"].iloc[0],
             "about": about[ablation], "archs": len(ok), "re_archs": summary.k,
-            "re_delta": summary.estimate, "re_lo": summary.lo, "re_hi": summary.hi, "tau2": summary.tau2,
-            "i2": summary.i2,
+            "re_delta": summary.estimate, "re_lo": summary.hk_lo, "re_hi": summary.hk_hi, "tau2": summary.tau2,
+            "i2": summary.i2, "re_p": summary.p,
             "mean_delta": ok["delta"].mean() if len(ok) else np.nan,
             "min_delta": ok["delta"].min() if len(ok) else np.nan, "max_delta": ok["delta"].max() if len(ok) else np.nan,
-            "helped": int((ok["holm"] & (ok["delta"] > 0)).sum()), "hurt": int((ok["holm"] & (ok["delta"] < 0)).sum()),
-            "did_not_train": untrained, "verdict": _verdict(summary, len(ok), untrained), "outside": outside,
+            "helped": int((ok["bh"] & (ok["delta"] > 0)).sum()), "hurt": int((ok["bh"] & (ok["delta"] < 0)).sum()),
+            "holm_helped": int((ok["holm"] & (ok["delta"] > 0)).sum()),
+            "holm_hurt": int((ok["holm"] & (ok["delta"] < 0)).sum()),
+            "did_not_train": untrained, "outside": outside,
         })  # fmt: skip
     table = pd.DataFrame(rows)
     if table.empty:
         return table
+    table["re_p_bh"] = stats.bh(table["re_p"].to_numpy(dtype=float))
+    table["verdict"] = [_verdict(r) for r in table.itertuples()]
     return table.sort_values(["group", "re_delta"], ascending=[False, False], na_position="last").set_index("technique")
 
 
@@ -218,13 +225,16 @@ def early_stopping(runs: pd.DataFrame, expected: pd.DataFrame, buys: pd.DataFram
     return pd.DataFrame(rows, columns=["arch", "ablation", "epochs_run", "epochs", "saved", "gain", "lo", "hi", "state"])
 
 
-def _verdict(summary: stats.RandomEffects, archs: int, untrained: int) -> str:
-    """The verdict follows the random-effects interval: "helps" only where it lies above 0."""
-    if archs == 0:
-        return "did not train" if untrained else "no runs"
-    if summary.k < 2:
+def _verdict(r) -> str:
+    """The verdict follows the corrected summary: "helps" only where the random-effects estimate is above 0
+    with its Benjamini-Hochberg-adjusted p-value (over the techniques) below 0.05."""
+    if r.archs == 0:
+        return "did not train" if r.did_not_train else "no runs"
+    if r.re_archs < 2:
         return "too few architectures with 2 seeds for a summary"
-    return "helps" if summary.lo > 0 else "hurts" if summary.hi < 0 else "no clear effect"
+    if r.re_p_bh < stats.ALPHA:
+        return "helps" if r.re_delta > 0 else "hurts"
+    return "no clear effect"
 
 
 def pareto_front(cost: pd.Series, acc: pd.Series) -> pd.Series:
