@@ -122,3 +122,16 @@ def test_the_full_presets_leaderboard_shows_the_published_accuracy_beside_the_me
     assert published.loc["resnet18", "measured % (mean ± sd)"] == "93.01 ± 0.10"
     assert published.loc["lstm", "published %"] == "no published number"
     assert len([b for b in leaderboard_section(board, inputs("default")).blocks if isinstance(b, Table)]) == 1
+
+
+def test_runs_csv_has_one_plain_row_per_counted_run():
+    from cifarbench.report.build import runs_table
+
+    frame = runs().assign(run_id="r", status="completed", **{"tags.trained": "true", "params.train.epochs": "2",
+                                                            "tags.mlflow.user": "me", "start_time": 0})
+    table = runs_table(frame.sample(frac=1, random_state=0))
+    assert set(table.columns) == {"arch", "ablation", "seed", "test_acc", "run_id", "status", "trained",
+                                  "params.train.epochs"}  # MLflow's bookkeeping columns left out
+    keys = list(zip(table["arch"], table["ablation"], table["seed"]))
+    assert len(table) == len(frame) and keys == sorted(keys)
+    assert "mlflow.user" not in table.columns and "start_time" not in table.columns

@@ -5,6 +5,7 @@ MLflow, build the document, write reports/ atomically.
     reports/comparison.html   one self-contained file (figures inline): open it in any browser
     reports/figures/*.png
     reports/metrics.json      headline numbers for `dvc metrics show`
+    reports/runs.csv          every run the report counts, one row each (for re-analysis: pandas.read_csv)
 """
 
 from __future__ import annotations
@@ -79,7 +80,19 @@ def write_report(inputs: Inputs, out: Path = REPORTS) -> dict:
         with atomic_path(out / name) as tmp:
             tmp.write_text(text, encoding="utf-8")
     write_json_atomic(out / "metrics.json", metrics)
+    with atomic_path(out / "runs.csv") as tmp:
+        runs_table(inputs.runs).to_csv(tmp, index=False)
     return metrics
+
+
+def runs_table(runs) -> "pd.DataFrame":
+    """The runs the report counts, one row each: identity, outcome, cost and config, plain column names
+    (`metrics.`, `params.` and `tags.` prefixes dropped, MLflow's bookkeeping left out)."""
+    keep = [c for c in runs.columns if c.startswith(("metrics.", "params.")) or c in
+            ("run_id", "arch", "ablation", "seed", "status", "tags.trained", "tags.did_not_train", "tags.config_hash",
+             "tags.host_cpu", "tags.git_commit", "tags.data_md5")]
+    table = runs[keep].rename(columns=lambda c: c.split(".", 1)[1] if c.startswith(("metrics.", "tags.")) else c)
+    return table.sort_values(["arch", "ablation", "seed"], kind="stable")
 
 
 def _replace_folder(folder: Path, files: dict[str, bytes]) -> None:
