@@ -48,18 +48,20 @@ class Project:
         return yaml.safe_load((self.path / "params.yaml").read_text())
 
     def set_params(self, **changes) -> None:
-        """Set dotted keys, `data__url="..."` style (`__` separates levels); None deletes a key."""
-        tree = self.params
-        for dotted, value in changes.items():
-            *parents, last = dotted.split("__")
-            node = tree
-            for key in parents:
-                node = node[key]
-            if value is None:
-                node.pop(last, None)
-            else:
-                node[last] = value
-        (self.path / "params.yaml").write_text(yaml.safe_dump(tree, sort_keys=False))
+        """Set dotted keys, `data__url="..."` style (`__` separates levels); None deletes a key. Edited as
+        `dvc exp run -S` edits it (DVC's round-trip YAML): comments and layout stay, as a user's editor keeps them."""
+        from dvc.utils.serialize import modify_yaml
+
+        with modify_yaml(self.path / "params.yaml") as tree:
+            for dotted, value in changes.items():
+                *parents, last = dotted.split("__")
+                node = tree
+                for key in parents:
+                    node = node[key]
+                if value is None:
+                    node.pop(last, None)
+                else:
+                    node[last] = value
 
     def env(self, **extra) -> dict:
         env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",

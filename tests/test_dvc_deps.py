@@ -112,3 +112,19 @@ def test_modules_import_only_from_lower_layers():
                 if there not in LAYERS or LAYERS.index(there) > LAYERS.index(here):
                     wrong.append(f"{module_name(path, SRC)} imports {name}")
     assert not wrong, "imports against the layers of README's Layout table:\n" + "\n".join(wrong)
+
+
+def test_params_yaml_is_as_dvc_writes_it_so_exp_run_set_param_changes_one_line(tmp_path):
+    """`dvc exp run -S key=value` rewrites params.yaml with DVC's round-trip YAML (line width 80, its own
+    quoting, `null` as empty). A params.yaml already in that form changes in exactly the line set; any other
+    form gets reflowed, and the experiment's diff shows lines nobody changed."""
+    from dvc.utils.serialize import modify_yaml
+
+    copy = tmp_path / "params.yaml"
+    copy.write_text((ROOT / "params.yaml").read_text())
+    with modify_yaml(copy) as tree:
+        tree["architectures"]["lenet5"]["presets"]["smoke"]["model"]["width"] = 0.25
+    before, after = (ROOT / "params.yaml").read_text().splitlines(), copy.read_text().splitlines()
+    changed = [(a, b) for a, b in zip(before, after) if a != b]
+    assert len(before) == len(after) and len(changed) == 1, changed[:5]
+    assert changed[0][1].strip() == "smoke: {model: {width: 0.25}}"

@@ -38,8 +38,9 @@ from cifarbench.plan import Budget, Cell
 from cifarbench.tracking import Tracker
 from cifarbench.tracking.tags import CUDA_VISIBLE_DEVICES, DID_NOT_TRAIN, FAST, HOST, STATUS, TRAINED, WORKER
 
-# A run "did not train" when its best epoch's training accuracy is within 3 binomial sd of chance, or when one
-# class takes this share of its test predictions (a collapsed network): it is named and never averaged.
+# A run "did not train" when neither its training nor its validation accuracy ever rose more than 3 binomial sd
+# above chance, or when one class takes this share of its test predictions (a collapsed network): it is named
+# and never averaged.
 CHANCE_SDS = 3.0
 COLLAPSED_SHARE = 0.9
 
@@ -137,7 +138,7 @@ def train_run(spec: RunSpec) -> dict:
             "params": count_parameters(model),
             "flops_per_image": flops_per_image(model),
             "test_images": len(test),
-            DID_NOT_TRAIN: did_not_train(result, tested, len(data[0])),
+            DID_NOT_TRAIN: did_not_train(result, tested, len(data[0]), len(data[1])),
         }
         per_class = {f"test_acc_{name}": acc for name, acc in zip(CLASSES, tested.per_class_accuracy)}
         fast_paths = result.fast_paths | {"threads": torch.get_num_threads()}
@@ -156,17 +157,25 @@ def train_run(spec: RunSpec) -> dict:
     return out
 
 
-def did_not_train(result: FitResult, tested: EvalResult, train_images: int) -> str:
-    """Why a finished run did not train ("" when it did): its loss stopped being finite, its training accuracy
-    never rose clearly above chance (CHANCE_SDS binomial sd over the epoch's images), or it predicts one class
-    for nearly every test image (COLLAPSED_SHARE)."""
+def did_not_train(result: FitResult, tested: EvalResult, train_images: int, val_images: int) -> str:
+    """Why a finished run did not train ("" when it did): its loss stopped being finite, neither its training
+    accuracy (over an epoch's images) nor its validation accuracy ever rose CHANCE_SDS binomial sd above chance
+    (a short run that learned shows on validation before its running training accuracy catches up), or it
+    predicts one class for nearly every test image (COLLAPSED_SHARE)."""
     if result.status == "diverged":
         return "the training loss stopped being finite"
     classes = len(tested.per_class_accuracy)
     chance = 1 / classes
-    best = max((h["train_acc"] for h in result.history), default=0.0)
-    if best <= chance + CHANCE_SDS * (chance * (1 - chance) / max(train_images, 1)) ** 0.5:
-        return f"training accuracy never rose above chance (best epoch {100 * best:.1f} %, chance {100 * chance:.0f} %)"
+
+    def above_chance(key: str, images: int) -> bool:
+        best = max((h[key] for h in result.history if h.get(key) == h.get(key) and h.get(key) is not None), default=0.0)
+        return images > 0 and best > chance + CHANCE_SDS * (chance * (1 - chance) / images) ** 0.5
+
+    if not (above_chance("train_acc", train_images) or above_chance("val_acc", val_images)):
+        best_train = max((h["train_acc"] for h in result.history), default=0.0)
+        best_val = max((h.get("val_acc") or 0.0 for h in result.history), default=0.0)
+        return (f"accuracy never rose above chance (best epoch: training {100 * best_train:.1f} %, "
+                f"validation {100 * best_val:.1f} %; chance {100 * chance:.0f} %)")
     predicted = [sum(row[j] for row in tested.confusion) for j in range(classes)]
     share = max(predicted) / max(sum(predicted), 1)
     if share >= COLLAPSED_SHARE:

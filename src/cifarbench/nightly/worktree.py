@@ -94,9 +94,11 @@ def _reset(tree: Path, commit: str) -> bool:
     broken (a git killed mid-checkout leaves an index.lock; a half-made `worktree add`)."""
     if not (tree / ".git").is_file():
         return False
-    steps = (("checkout", "--quiet", "--force", "--detach", commit), ("clean", "--quiet", "-d", "--force"))
+    # `clean` without -x keeps git-ignored outputs (data/, checkpoints); runs/ is excluded by name because its
+    # per-cell metrics, curves and tuned values are outputs git tracks in the user's commits, untracked here
+    steps = (("checkout", "--quiet", "--force", "--detach", commit), ("clean", "--quiet", "-d", "--force", "--exclude=runs/"))
     try:
-        for step in steps:  # `clean` without -x: git-ignored outputs (data/, runs/) are kept
+        for step in steps:
             _git(tree, *step)
         return _git(tree, "rev-parse", "--show-toplevel") == str(tree.resolve())
     except CifarbenchError:

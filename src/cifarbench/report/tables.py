@@ -128,6 +128,9 @@ def _comparison(e, pair: tuple[str, str], plan: pd.DataFrame, acc: pd.Series, fa
     bad = {name: [s for s in e.seeds if (e.arch, name, s) in failed] for name in pair}
     seeds = [s for s in e.seeds if all(s in has[name] for name in pair)]
     row["untrained"] = sum(1 for s in e.seeds if any(s in bad[name] for name in pair))
+    if any(not has[name] and not bad[name] for name in pair):  # a cell nobody ran: missing, whatever the other did
+        row["state"] = "missing"
+        return row
     if any(bad[name] and len(has[name]) < 2 for name in pair):
         row["state"] = "did not train"
         return row
