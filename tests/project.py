@@ -18,7 +18,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-import yaml
+from cifarbench.config import read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv running the tests: dvc, mlflow and python come from here
@@ -45,7 +45,7 @@ class Project:
 
     @property
     def params(self) -> dict:
-        return yaml.safe_load((self.path / "params.yaml").read_text())
+        return read_yaml((self.path / "params.yaml").read_text())
 
     def set_params(self, **changes) -> None:
         """Set dotted keys, `data__url="..."` style (`__` separates levels); None deletes a key. Edited as

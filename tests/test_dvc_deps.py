@@ -115,16 +115,29 @@ def test_modules_import_only_from_lower_layers():
 
 
 def test_params_yaml_is_as_dvc_writes_it_so_exp_run_set_param_changes_one_line(tmp_path):
-    """`dvc exp run -S key=value` rewrites params.yaml with DVC's round-trip YAML (line width 80, its own
-    quoting, `null` as empty). A params.yaml already in that form changes in exactly the line set; any other
-    form gets reflowed, and the experiment's diff shows lines nobody changed."""
-    from dvc.utils.serialize import modify_yaml
+    """`dvc exp run -S key=value` rewrites params.yaml with DVC's own code (Hydra overrides merged into its
+    round-trip YAML: line width 80, its own quoting, `null` as empty, lists in block style). A params.yaml
+    already in that form changes in exactly the line set; any other form is reflowed, and the experiment's
+    diff shows lines nobody changed."""
+    from dvc.utils.hydra import apply_overrides
 
     copy = tmp_path / "params.yaml"
     copy.write_text((ROOT / "params.yaml").read_text())
-    with modify_yaml(copy) as tree:
-        tree["architectures"]["lenet5"]["presets"]["smoke"]["model"]["width"] = 0.25
+    apply_overrides(copy, ["architectures.lenet5.presets.smoke.model.width=0.25"])
     before, after = (ROOT / "params.yaml").read_text().splitlines(), copy.read_text().splitlines()
     changed = [(a, b) for a, b in zip(before, after) if a != b]
     assert len(before) == len(after) and len(changed) == 1, changed[:5]
     assert changed[0][1].strip() == "smoke: {model: {width: 0.25}}"
+
+
+def test_a_small_float_set_by_dvc_exp_run_reads_as_a_number(tmp_path):
+    """DVC writes `-S ...lr=1e-6` as `1e-06` (YAML 1.2); read as YAML 1.1 it would be the string '1e-06'."""
+    from dvc.utils.hydra import apply_overrides
+
+    from cifarbench.params import load
+
+    copy = tmp_path / "params.yaml"
+    copy.write_text((ROOT / "params.yaml").read_text())
+    apply_overrides(copy, ["architectures.lenet5.train.optimizer.lr=1e-6"])
+    assert "lr: 1e-06" in copy.read_text()
+    assert load(copy).plan.architectures["lenet5"].train["optimizer"]["lr"] == 1e-6

@@ -31,7 +31,7 @@ def cells(*rows) -> pd.DataFrame:
     for cell, mean, std, n, speed, *rest in rows:
         arch, ablation = cell.split("/")
         hardware, diverged, config = (rest + [CPU, 0, "c0"][len(rest):])[:3]
-        out.append({"arch": arch, "ablation": ablation, "n": n, "mean": mean, "std": std, "diverged": diverged,
+        out.append({"arch": arch, "ablation": ablation, "n": n, "mean": mean, "std": std, "diverged": diverged, "did_not_train": 0,
                     "images_per_s": speed, "hardware": hardware, "config": config})
     return pd.DataFrame(out, columns=SUMMARY)
 
@@ -46,6 +46,19 @@ def test_a_cell_whose_config_changed_is_shown_but_judges_nothing():
     result = compare(tonight, base, CFG)
     assert verdicts(result) == {"a/x": "config changed", "a/y": "config changed"}  # edited; baseline without configs
     assert not result.failed and result.cells["delta"].tolist() == pytest.approx([-0.2, -0.2])
+
+
+def test_seeds_that_did_not_train_are_never_averaged_and_fail_the_night_even_after_a_config_edit():
+    runs = pd.DataFrame({
+        "arch": ["a"] * 3, "ablation": ["x"] * 3, "seed": [0, 1, 2], "status": ["completed"] * 3,
+        "metrics.test_acc": [0.6, 0.1, 0.1], "metrics.images_per_s": [100.0] * 3, "tags.trained": ["true", "false", "false"],
+        "tags.config_hash": ["c1"] * 3,
+    })  # fmt: skip
+    tonight = summarize(runs, [("a", "x")])
+    assert tonight.loc[0, ["n", "did_not_train"]].tolist() == [1, 2] and tonight.loc[0, "mean"] == pytest.approx(0.6)
+    result = compare(tonight, cells(("a/x", 0.6, 0.01, 3, 100)), CFG)  # baseline config c0: an edit
+    assert verdicts(result) == {"a/x": "did not train"} and result.failed
+    assert "2 seed(s) did not train, baseline 0" in result.regressed_names()[0]
 
 
 def test_sigma_is_the_standard_error_of_the_difference_with_a_pooled_sd():

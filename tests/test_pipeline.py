@@ -64,9 +64,15 @@ def test_every_cell_has_metrics_and_one_current_mlflow_run_per_seed(smoke):
             assert metrics["status"] == "not_applicable"
             assert f"{cell.name}/seed0" not in runs
             continue
-        assert metrics["status"] == "completed" and metrics["n_seeds"] == 1
         run = runs[f"{cell.name}/seed0"]
         tags, params = run.data.tags, run.data.params
+        # 2 epochs on 200 images: some batch-norm networks have learned (training accuracy well above chance)
+        # but their running statistics are not settled, so they predict one class: named, never averaged
+        trained = tags["trained"] == "true"
+        assert metrics["status"] == "completed" and (metrics["n_seeds"], metrics["did_not_train"]) == (int(trained), int(not trained))
+        assert trained == (not tags["did_not_train"]), tags["did_not_train"]
+        if cell.arch in ("lenet5", "lstm"):  # no batch norm: the tiny learnable archive trains them
+            assert trained, f"{cell.name}: {tags['did_not_train']}"
         assert {k: tags[k] for k in ("arch", "ablation", "seed", "preset")} == {
             "arch": cell.arch, "ablation": cell.ablation, "seed": "0", "preset": "smoke"}
         assert tags["dvc_stage"] == "train" and tags["host"] and tags["fast.threads"] == "1"
@@ -74,7 +80,8 @@ def test_every_cell_has_metrics_and_one_current_mlflow_run_per_seed(smoke):
         assert tags["status"] == "completed" and tags["fast.device"] == "cpu"
         assert tags["cell_key"] == read_json(folder / "result.json")["key"]
         assert params["train.epochs"] == "2" and params["model.name"] == cell.arch and params["data.train_subset"] == "200"
-        assert run.data.metrics["test_acc"] == pytest.approx(metrics["test_acc_mean"])
+        expected_mean = pytest.approx(run.data.metrics["test_acc"]) if trained else None
+        assert metrics["test_acc_mean"] == expected_mean
         history = client_for(project).get_metric_history(run.info.run_id, "val_acc")
         assert sorted(m.step for m in history) == [1, 2]
         assert (folder / "models" / "seed0.pt").is_file()

@@ -159,7 +159,9 @@ def test_smoke_matrix_runs_on_both_nodes_each_run_with_its_own_gpu(smoke, cluste
         assert tags["worker"] in {head, *others}, name
         assert tags["cuda_visible_devices"] == "0", name  # its node's one (fake) GPU, given by Ray
         metrics = read_json(project.path / "runs/smoke/metrics" / tags["arch"] / f"{tags['ablation']}.json")
-        assert metrics["status"] == "completed" and run.data.metrics["test_acc"] == pytest.approx(metrics["test_acc_mean"])
+        trained = tags["trained"] == "true"  # a smoke batch-norm network may not settle in 2 epochs: never averaged
+        assert metrics["status"] == "completed"
+        assert metrics["test_acc_mean"] == (pytest.approx(run.data.metrics["test_acc"]) if trained else None)
     assert {r.data.tags["worker"] for r in runs.values()} == {head, *others}  # both nodes trained
 
 

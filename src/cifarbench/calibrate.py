@@ -23,8 +23,7 @@ import statistics
 import sys
 from pathlib import Path
 
-import yaml
-
+from cifarbench.config import read_yaml
 from cifarbench.errors import CifarbenchError, ConfigError
 from cifarbench.execute import ExecutorConfig, running
 from cifarbench.io import write_json_atomic
@@ -62,7 +61,7 @@ def parse_candidate(text: str) -> dict:
         node = tree
         for part in path[:-1]:
             node = node.setdefault(part, {})
-        node[path[-1]] = yaml.safe_load(value)
+        node[path[-1]] = read_yaml(value)
     return tree
 
 

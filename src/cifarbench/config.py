@@ -11,6 +11,8 @@ this module).
 
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -67,12 +69,32 @@ class TrackingConfig(Section):
 T = TypeVar("T", bound=BaseModel)
 
 
+class ParamsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader reading floats as YAML 1.2 (and DVC's ruamel) does: `dvc exp run -S lr=1e-6` writes
+    `1e-06`, which YAML 1.1 would read as the string '1e-06'."""
+
+
+ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def read_yaml(text: str) -> Any:
+    """YAML text as params.yaml is read (ParamsLoader)."""
+    return yaml.load(text, Loader=ParamsLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_params(path: Path | str = PARAMS_FILE) -> dict[str, Any]:
     """The raw params tree (cifarbench.params.load validates it whole). A missing file or invalid YAML is a
     ConfigError."""
     path = Path(path)
     try:
-        tree = yaml.safe_load(path.read_text())
+        tree = read_yaml(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path} not found: run from the project root or pass --params PATH") from None
     except yaml.YAMLError as exc:

@@ -91,7 +91,7 @@ def test_the_nightly_report_keeps_hostile_cell_names_inert(tmp_path):
     def cells(mean: float) -> pd.DataFrame:
         rows = [(arch, ablation, mean) for arch, ablation in (("lenet5", "baseline"), ("lenet5", HOSTILE))]
         return pd.DataFrame([{"arch": a, "ablation": b, "n": 2, "mean": m, "std": 0.01, "diverged": 0,
-                              "images_per_s": 100.0, "hardware": "cpu", "config": "c0ffee"} for a, b, m in rows],
+                              "images_per_s": 100.0, "hardware": "cpu", "config": "c0ffee", "did_not_train": 0} for a, b, m in rows],
                             columns=SUMMARY)
 
     cfg = NightlyConfig(k=3.0, floor=0.05, max_slowdown=0.25)

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
                     commit=_git_commit(args.params), date=datetime.now(timezone.utc))
     comparison = compare(cells_of(tonight), cells_of(baseline or {"cells": []}), cfg)
     verdicts = {"failed": comparison.failed, "pipeline_ok": pipeline_ok, "regressed": comparison.regressed_names(),
-                **{v: comparison.count("accuracy", v) for v in ("regressed", "improved", "diverged", "missing")}}
+                **{v: comparison.count("accuracy", v) for v in ("regressed", "improved", "diverged", "did not train", "missing")}}
     append_history(cfg.history, tonight, verdicts)
     from cifarbench.nightly.report import write_report
 

@@ -1,8 +1,10 @@
 """Tonight against the baseline, per (architecture, ablation) cell. Pure functions on DataFrames.
 
 A cell summary (`summarize`, and the rows of baseline.json) has the columns SUMMARY:
-    n             seeds that finished (not diverged); their test accuracy gives mean and std (sample sd)
+    n             seeds that finished and trained; their test accuracy gives mean and std (sample sd)
     diverged      seeds whose loss stopped being finite
+    did_not_train seeds that finished but did not train (MLflow tag trained=false: accuracy at chance, one
+                  class predicted), never averaged
     images_per_s  median over seeds of each run's median training images/s per epoch
     hardware      "<fast.device> / <host_cpu> / <host_gpu>" as the runs recorded it
     config        the cell's config hash(es) as its runs recorded them (model, training, data budget)
@@ -14,7 +16,9 @@ sd pooled over both nights (more degrees of freedom than either alone):
 With one seed per side there is no spread to pool and the floor alone decides.
 
 A cell whose config differs from the baseline's (an edited budget, other test images or seeds) is "config
-changed": its difference is shown but judges nothing, since it measures the edit, not a regression. A
+changed": its difference is shown but judges nothing, since it measures the edit, not a regression. More
+seeds diverged or not trained than in the baseline fail the night whatever the config: no edit is meant to
+leave a network untrained. A
 baseline recorded before configs were kept has none: every cell is "config changed" until a night made
 under the current params is promoted (`cifarbench nightly --update-baseline`).
 
@@ -31,12 +35,12 @@ import pandas as pd
 
 from cifarbench.nightly.config import NightlyConfig
 from cifarbench.tracking.read import column
-from cifarbench.tracking.tags import CONFIG_HASH, FAST, HOST_CPU, HOST_GPU
+from cifarbench.tracking.tags import CONFIG_HASH, FAST, HOST_CPU, HOST_GPU, TRAINED
 
 CELL = ["arch", "ablation"]
 HARDWARE = [column(f"{FAST}device"), column(HOST_CPU), column(HOST_GPU)]  # as each run recorded it
-SUMMARY = [*CELL, "n", "mean", "std", "diverged", "images_per_s", "hardware", "config"]
-GATING = {"accuracy": ("regressed", "diverged"), "throughput": ("slower",)}
+SUMMARY = [*CELL, "n", "mean", "std", "diverged", "did_not_train", "images_per_s", "hardware", "config"]
+GATING = {"accuracy": ("regressed", "diverged", "did not train"), "throughput": ("slower",)}
 
 
 def cell_name(row) -> str:
@@ -50,11 +54,12 @@ def summarize(runs: pd.DataFrame, cells: list[tuple[str, str]]) -> pd.DataFrame:
     metrics.images_per_s, tags.fast.device, tags.host_cpu, tags.host_gpu). A cell without runs gets n = 0.
     """
     runs = runs.reindex(columns=[*CELL, "status", "metrics.test_acc", "metrics.images_per_s", *HARDWARE,
-                                 column(CONFIG_HASH)])
+                                 column(CONFIG_HASH), column(TRAINED)])
     rows = []
     for arch, ablation in cells:
         mine = runs[(runs["arch"] == arch) & (runs["ablation"] == ablation)]
-        done = mine[mine["status"] != "diverged"]
+        untrained = (mine["status"] != "diverged") & (mine[column(TRAINED)] == "false")
+        done = mine[(mine["status"] != "diverged") & ~untrained]
         accs = done["metrics.test_acc"].dropna()
         speeds = mine["metrics.images_per_s"].dropna()
         hardware = sorted({" / ".join(map(str, ids)) for ids in
@@ -64,6 +69,7 @@ def summarize(runs: pd.DataFrame, cells: list[tuple[str, str]]) -> pd.DataFrame:
             "mean": accs.mean() if len(accs) else math.nan,
             "std": accs.std(ddof=1) if len(accs) > 1 else 0.0,
             "diverged": int((mine["status"] == "diverged").sum()),
+            "did_not_train": int(untrained.sum()),
             "images_per_s": speeds.median() if len(speeds) else math.nan,
             "hardware": " + ".join(hardware),
             "config": " + ".join(sorted(mine[column(CONFIG_HASH)].dropna().astype(str).unique())),
@@ -84,7 +90,8 @@ def sigma(n: int, std: float, n_base: int, std_base: float) -> float:
 class Comparison:
     """One row per cell of tonight or the baseline: both summaries (`_base` suffix) and the verdicts.
 
-    accuracy:   regressed | improved | steady | diverged (more seeds than in the baseline) | missing | new
+    accuracy:   regressed | improved | steady | diverged / did not train (more seeds than in the baseline) |
+                config changed | missing | new
     throughput: slower | faster | steady | not compared (other hardware) | "" (no numbers)
     """
 
@@ -110,7 +117,7 @@ def compare(tonight: pd.DataFrame, baseline: pd.DataFrame, cfg: NightlyConfig) -
     """Each cell of tonight or the baseline, compared (both frames have the SUMMARY columns)."""
     base = baseline.reindex(columns=SUMMARY)
     merged = tonight.reindex(columns=SUMMARY).merge(base, on=CELL, how="outer", suffixes=("", "_base"))
-    for column in ("n", "diverged", "n_base", "diverged_base"):
+    for column in ("n", "diverged", "did_not_train", "n_base", "diverged_base", "did_not_train_base"):
         merged[column] = merged[column].fillna(0).astype(int)
     verdicts = [_accuracy(row, cfg) | _throughput(row, cfg) for _, row in merged.iterrows()]
     cells = pd.concat([merged, pd.DataFrame(verdicts, index=merged.index)], axis=1)
@@ -121,10 +128,12 @@ def _accuracy(row, cfg: NightlyConfig) -> dict:
     s = sigma(row["n"], row["std"], row["n_base"], row["std_base"])
     threshold = max(cfg.k * s, cfg.floor)
     delta = row["mean"] - row["mean_base"] if row["n"] and row["n_base"] else math.nan
-    if row["n"] == 0 and row["diverged"] <= row["diverged_base"]:
-        verdict = "missing"
-    elif row["diverged"] > row["diverged_base"]:
+    if row["diverged"] > row["diverged_base"]:
         verdict = "diverged"
+    elif row["did_not_train"] > row["did_not_train_base"]:
+        verdict = "did not train"
+    elif row["n"] == 0:
+        verdict = "missing"
     elif row["n_base"] == 0:
         verdict = "new"
     elif not isinstance(row["config_base"], str) or row["config"] != row["config_base"]:
@@ -155,6 +164,8 @@ def _why(row) -> str:
         reasons.append(f"accuracy {100 * row['delta']:+.2f} points, threshold {100 * row['threshold']:.2f}")
     if row["accuracy"] == "diverged":
         reasons.append(f"{row['diverged']} seed(s) diverged, baseline {row['diverged_base']}")
+    if row["accuracy"] == "did not train":
+        reasons.append(f"{row['did_not_train']} seed(s) did not train, baseline {row['did_not_train_base']}")
     if row["throughput"] == "slower":
         reasons.append(f"throughput x{row['ratio']:.2f}")
     return "; ".join(reasons)

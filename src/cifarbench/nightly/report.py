@@ -61,7 +61,8 @@ def _sections(comparison: Comparison) -> list[Section]:
     pick = [
         ("regressed", "Regressed", comparison.gating()),
         ("improved", "Improved", cells[(cells["accuracy"] == "improved") | (cells["throughput"] == "faster")]),
-        ("missing", "Missing, diverged or new", cells[cells["accuracy"].isin(["missing", "diverged", "new"])]),
+        ("missing", "Missing, diverged, not trained or new",
+         cells[cells["accuracy"].isin(["missing", "diverged", "did not train", "new"])]),
         ("config-changed", "Not compared: config changed since the baseline (promote a night made under these params)",
          cells[cells["accuracy"] == "config changed"]),
         ("other-hardware", "Throughput not compared (other hardware)", cells[cells["throughput"] == "not compared"]),

@@ -118,7 +118,8 @@ def _method(buys: pd.DataFrame) -> str:
             f"its squared standard error (sd² / n), with a Hartung-Knapp interval (t, k - 1 df), its p-value "
             f"Benjamini-Hochberg-corrected over the techniques for the verdict. Every interval is conditional "
             f"on the fixed test images: it holds seed-to-seed noise, not test-set sampling noise. A run that did not "
-            f"train (loss not finite, training accuracy at chance, one class predicted) is named and left out of every "
+            f"train (loss not finite, training and validation accuracy within 3 sd of chance, one class predicted "
+            f"for 90 % of the test images) is named and left out of every "
             f"mean, difference and summary.")
 
 
