@@ -20,6 +20,7 @@ from pathlib import Path
 import optuna
 
 from cifarbench.errors import CifarbenchError
+from cifarbench.redact import mask_credentials
 from cifarbench.tuning.config import TuneConfig
 
 ENV_STORAGE = "CIFARBENCH_OPTUNA_STORAGE"
@@ -34,17 +35,21 @@ def storage_url(cfg: TuneConfig) -> str:
 
 
 def shown(url: str) -> str:
-    """The storage as it may be logged: an RDB URL's password hidden."""
-    if "://" not in url:
-        return url
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
+    """The storage as it may be logged or recorded: an RDB URL's password hidden."""
+    return mask_credentials(url)
 
 
 def open_storage(url: str, cfg: TuneConfig) -> optuna.storages.BaseStorage:
     if "://" in url:
-        return _rdb_storage(url, cfg)
+        from sqlalchemy.exc import OperationalError
+
+        try:
+            return _rdb_storage(url, cfg)
+        except OperationalError as exc:  # refused, unknown host, bad password, no such database
+            why = str(exc.orig or exc).strip().splitlines()[0]
+            raise CifarbenchError(f"the Optuna storage {shown(url)} could not be opened ({mask_credentials(why)}): "
+                                  f"start the database server, or point {ENV_STORAGE} (or params.yaml tune.storage) "
+                                  "at one that runs") from exc
     Path(url).parent.mkdir(parents=True, exist_ok=True)
     try:  # reads the whole journal
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url, FlockLock(f"{url}.lock")))
