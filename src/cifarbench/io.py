@@ -1,5 +1,6 @@
-"""Atomic writes: every output goes to a temporary name in the same folder, then is renamed into place,
-so an interrupted run never leaves a file that looks complete."""
+"""Atomic writes: every output goes to a temporary name in the same folder, flushed to disk, then is renamed
+into place, so an interrupted run (or a power cut) never leaves a file that looks complete. And the checked
+read of a JSON file a run wrote: a damaged one is named, never a traceback."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -22,9 +23,25 @@ def atomic_path(path: Path | str, suffix: str = "") -> Iterator[Path]:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
     try:
         yield tmp
+        _fsync(tmp)  # without it a power cut soon after the rename can leave `path` empty (ext4, xfs)
         os.replace(tmp, path)
+        _fsync(path.parent)  # the rename itself; best effort (some filesystems refuse a folder's fsync)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not path.is_dir():
+            raise
+    finally:
+        os.close(fd)
 
 
 def write_json_atomic(path: Path | str, obj) -> None:
@@ -34,6 +51,26 @@ def write_json_atomic(path: Path | str, obj) -> None:
 
 def read_json(path: Path | str):
     return json.loads(Path(path).read_text())
+
+
+class DamagedFile(ValueError):
+    """A file a run wrote that cannot be used: empty, cut short, not JSON, or not the shape expected."""
+
+
+def read_checked_json(path: Path | str, why_bad: Callable[[object], str | None] = lambda v: None):
+    """The JSON object in `path`; DamagedFile saying what is wrong with it (empty, cut short, not an object,
+    or `why_bad(value)`: a reason, None when the content is fine). OSError if it cannot be read at all."""
+    text = Path(path).read_bytes()
+    if not text.strip():
+        raise DamagedFile(f"{path} is empty")
+    try:
+        value = json.loads(text)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise DamagedFile(f"{path} is not valid JSON (cut short?): {exc}") from None
+    reason = "holds a JSON " + type(value).__name__ + ", not an object" if not isinstance(value, dict) else why_bad(value)
+    if reason:
+        raise DamagedFile(f"{path} {reason}")
+    return value
 
 
 def remove_stale_temps(path: Path | str) -> list[Path]:
