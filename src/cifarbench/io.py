@@ -5,11 +5,16 @@ read of a JSON file a run wrote: a damaged one is named, never a traceback."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
+import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from cifarbench.errors import CifarbenchError
 
 
 @contextlib.contextmanager
@@ -71,6 +76,35 @@ def read_checked_json(path: Path | str, why_bad: Callable[[object], str | None] 
     if reason:
         raise DamagedFile(f"{path} {reason}")
     return value
+
+
+@contextlib.contextmanager
+def locked(path: Path | str, timeout_s: float, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on the file `path` (an fcntl lock: the kernel drops it when its holder dies)
+    while inside; its holder's host/pid is written into it. Waiting more than `timeout_s` raises a
+    CifarbenchError naming `what` is locked, the file and that holder. The file is private to its user (0600)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "an unknown process"
+                    raise CifarbenchError(
+                        f"{what} stayed locked for more than {timeout_s:.0f} s by {holder} (host/pid; lock file "
+                        f"{path}). If that process hangs or is stopped (Ctrl-Z), end it (its lock goes with it) and "
+                        "run again") from None
+                time.sleep(0.05)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{socket.gethostname()}/{os.getpid()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
 
 
 def remove_stale_temps(path: Path | str) -> list[Path]:
