@@ -24,21 +24,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from cifarbench.io import DamagedFile, locked, read_checked_json, write_json_atomic
+from cifarbench.io import DamagedFile, locked, read_checked_json, user_cache, write_json_atomic
 
 
 def _cache() -> Path:
     """One file per machine (not per repository): every project and test on this machine trains with the
     same choice, so their numbers agree. Delete it to measure again."""
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return Path(root) / "cifarbench" / "fast-paths.json"
+    return user_cache() / "fast-paths.json"
 
 
 CANDIDATES = {"fp32": (None, False), "bf16": ("bfloat16", False), "bf16+channels_last": ("bfloat16", True)}

@@ -81,30 +81,52 @@ def read_checked_json(path: Path | str, why_bad: Callable[[object], str | None] 
 @contextlib.contextmanager
 def locked(path: Path | str, timeout_s: float, what: str) -> Iterator[None]:
     """Hold an exclusive lock on the file `path` (an fcntl lock: the kernel drops it when its holder dies)
-    while inside; its holder's host/pid is written into it. Waiting more than `timeout_s` raises a
-    CifarbenchError naming `what` is locked, the file and that holder. The file is private to its user (0600)."""
+    while inside; its holder's host/pid is written into it, and the holder removes it on the way out (none
+    pile up). Waiting more than `timeout_s` raises a CifarbenchError naming `what` is locked, the file and
+    its holder. The file is private to its user (0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            _flock_until(fd, deadline, path, timeout_s, what)
+        except BaseException:
+            os.close(fd)
+            raise
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break  # still the file at `path`: the lock is ours
+        os.close(fd)  # its holder removed it while we waited: lock the file there now
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "an unknown process"
-                    raise CifarbenchError(
-                        f"{what} stayed locked for more than {timeout_s:.0f} s by {holder} (host/pid; lock file "
-                        f"{path}). If that process hangs or is stopped (Ctrl-Z), end it (its lock goes with it) and "
-                        "run again") from None
-                time.sleep(0.05)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{socket.gethostname()}/{os.getpid()}".encode(), 0)
         yield
     finally:
-        os.close(fd)  # closing drops the lock
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # before the lock drops, so a waiter that wins it sees it is gone and starts over
+        os.close(fd)
+
+
+def _flock_until(fd: int, deadline: float, path: Path, timeout_s: float, what: str) -> None:
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "an unknown process"
+                raise CifarbenchError(
+                    f"{what} stayed locked for more than {timeout_s:.0f} s by {holder} (host/pid; lock file {path}). "
+                    "If that process hangs or is stopped (Ctrl-Z), end it (its lock goes with it) and run again"
+                ) from None
+            time.sleep(0.05)
+
+
+def user_cache() -> Path:
+    """This user's cifarbench folder for machine-wide state (the fast-path cache, lock files):
+    $XDG_CACHE_HOME/cifarbench, else ~/.cache/cifarbench."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")) / "cifarbench"
 
 
 def remove_stale_temps(path: Path | str) -> list[Path]:

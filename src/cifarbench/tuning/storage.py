@@ -13,13 +13,13 @@ import os
 import shutil
 import socket
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import optuna
 
 from cifarbench.errors import CifarbenchError
+from cifarbench.io import locked, user_cache
 from cifarbench.redact import mask_credentials
 from cifarbench.tuning.config import TuneConfig
 
@@ -149,16 +149,15 @@ def _cut_torn_line(path: Path) -> str | None:
     return message
 
 
-@contextlib.contextmanager
-def machine_lock(*names: str):
-    """A lock shared by this machine's processes that name the same things (released if the holder dies)."""
-    key = hashlib.sha256("|".join(names).encode()).hexdigest()[:16]
-    with open(Path(tempfile.gettempdir()) / f"cifarbench-tune-{key}.lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+def machine_lock(url: str, study: str, timeout_s: float = LOCK_TIMEOUT_S):
+    """A lock shared by this machine's coordinators of one study (released if the holder dies, removed by
+    it when done). Held across storage and MLflow calls (seconds); a wait past `timeout_s` is a
+    CifarbenchError naming the lock file and its holder. Its file lives with the project's state, beside a
+    journal; for an RDB URL in the user's own cache folder: never a predictable name in the shared temp
+    folder, which another user could create first and so block every `cifarbench tune` here."""
+    key = hashlib.sha256(f"{url}|{study}".encode()).hexdigest()[:16]
+    folder = Path(url).parent if "://" not in url else user_cache() / "locks"
+    return locked(folder / f".cifarbench-tune-{key}.lock", timeout_s, f"the study {study} in {shown(url)}")
 
 
 def _process_id(pid: int) -> str | None:
