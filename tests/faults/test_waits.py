@@ -9,7 +9,6 @@ by its holder when done.
 
 from __future__ import annotations
 
-import os
 import socket
 import stat
 import subprocess
@@ -42,7 +41,7 @@ def lock_files(folder: Path) -> list[Path]:
 def test_a_held_machine_lock_times_out_naming_its_file_and_holder(kind, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the child inherits it
     journal = tmp_path / "optuna" / "studies.journal"
-    url = str(journal) if kind == "journal" else f"postgresql://bench:s3cret@127.0.0.1:9/optuna"
+    url = str(journal) if kind == "journal" else "postgresql://bench:s3cret@127.0.0.1:9/optuna"
     folder = journal.parent if kind == "journal" else tmp_path / "cache" / "cifarbench" / "locks"
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(HOLD), url], stdout=subprocess.PIPE, text=True)
     try:
