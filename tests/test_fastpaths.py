@@ -20,12 +20,12 @@ def test_a_measured_choice_is_cached_per_machine_and_model(tmp_path):
     assert set(first["measured"]) == set(fastpaths.CANDIDATES)
     assert first["measured"]["fp32"] > 0 and first["choice"] in fastpaths.CANDIDATES
     stored = json.loads(cache.read_text())
-    assert len(stored) == 1
-    stored[next(iter(stored))]["choice"] = "bf16"  # a cached entry is used as is: no second measurement
+    assert stored["format"] == fastpaths.CACHE_FORMAT and len(stored["entries"]) == 1
+    next(iter(stored["entries"].values()))["choice"] = "bf16"  # a cached entry is used as is: no second measurement
     cache.write_text(json.dumps(stored))
     assert fastpaths.choose(models, threads=1, cache=cache)["lenet5"]["choice"] == "bf16"
     fastpaths.choose({**models, "wider": ({"name": "lenet5", "width": 1.0}, 32)}, threads=1, cache=cache)
-    assert len(json.loads(cache.read_text())) == 2  # another model is measured and added
+    assert len(json.loads(cache.read_text())["entries"]) == 2  # another model is measured and added
 
 
 @pytest.mark.parametrize("measured, chosen", [

@@ -9,7 +9,8 @@ So before the train stage fans out, each architecture's baseline model is timed 
 under each candidate, in a subprocess with a time limit (a hang costs that candidate, nothing else), at the
 thread count the runs use. A candidate is chosen only if it beats fp32 by MIN_GAIN (else exact fp32). The
 choice is cached in `~/.cache/cifarbench/fast-paths.json` (XDG_CACHE_HOME) per (CPU model, torch version,
-threads, model, batch), so a machine measures once and all its projects share the choice, and each run
+threads, model, batch), so a machine measures once and all its projects share the choice (merged into the
+file under a lock; a file this version cannot read is measured again, with a warning), and each run
 records it (tags `fast.autocast`, `fast.channels_last`, `fast.measured`). The choice is not part of a cell's
 key: moving the repository to another machine does not retrain finished cells, and throughput is only ever
 compared on the same CPU model (nightly).
@@ -23,26 +24,26 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from cifarbench.io import read_json, write_json_atomic
+from cifarbench.io import DamagedFile, locked, read_checked_json, user_cache, write_json_atomic
 
 
 def _cache() -> Path:
     """One file per machine (not per repository): every project and test on this machine trains with the
     same choice, so their numbers agree. Delete it to measure again."""
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return Path(root) / "cifarbench" / "fast-paths.json"
+    return user_cache() / "fast-paths.json"
 
 
 CANDIDATES = {"fp32": (None, False), "bf16": ("bfloat16", False), "bf16+channels_last": ("bfloat16", True)}
 MIN_GAIN = 1.05  # below a 5% gain, exact fp32 is worth more than speed (and 5% is within run-to-run drift)
 PROBE_TIMEOUT_S = 120  # one model, all candidates: ~5-30 s measured; past this a candidate hung
+CACHE_FORMAT = 2  # {"format": 2, "entries": {key: entry}}; the bare {key: entry} before it is measured again
+LOCK_TIMEOUT_S = 60.0  # a merge takes milliseconds; the lock is never held while measuring
 
 
 def choose(models: dict[str, tuple[dict, int]], threads: int, *, parallel: int = 1, cache: Path | None = None) -> dict:
@@ -52,7 +53,7 @@ def choose(models: dict[str, tuple[dict, int]], threads: int, *, parallel: int =
 
     cache = cache or _cache()
     machine = f"{cpu_model()}|torch {torch.__version__}|{threads} thread(s)"
-    known = read_json(cache) if cache.is_file() else {}
+    known = read_cache(cache)
     keys = {name: _key(machine, cfg, batch) for name, (cfg, batch) in models.items()}
     todo = {name: models[name] for name, key in keys.items() if key not in known}
     if todo:
@@ -60,9 +61,41 @@ def choose(models: dict[str, tuple[dict, int]], threads: int, *, parallel: int =
               f"({threads} thread(s); once per machine, cached in {cache})", flush=True)
         with ThreadPoolExecutor(max(1, parallel)) as pool:
             measured = dict(zip(todo, pool.map(lambda m: _probe(*m, threads), todo.values())))
-        known |= {keys[name]: {"measured": m, "choice": _best(m)} for name, m in measured.items()}
-        write_json_atomic(cache, known)
+        known = record(cache, {keys[name]: {"measured": m, "choice": _best(m)} for name, m in measured.items()})
     return {name: known[key] for name, key in keys.items()}
+
+
+def read_cache(cache: Path) -> dict[str, dict]:
+    """The cache's entries by key. Content this version cannot use (cut short, not an object, another
+    format, a bad entry) is left out with a warning naming the file: it is measured again, never a crash."""
+    try:
+        content = read_checked_json(cache, lambda c: None if c.get("format") == CACHE_FORMAT and isinstance(
+            c.get("entries"), dict) else f"is not in this version's format {CACHE_FORMAT}")
+    except FileNotFoundError:
+        return {}
+    except (OSError, DamagedFile) as exc:
+        print(f"warning: fast paths: {exc}; measuring again (the file is rewritten)", file=sys.stderr, flush=True)
+        return {}
+    entries = {k: v for k, v in content["entries"].items() if _valid_entry(v)}
+    if len(entries) < len(content["entries"]):
+        print(f"warning: fast paths: {cache} has {len(content['entries']) - len(entries)} unreadable entry(ies); "
+              "measuring those again", file=sys.stderr, flush=True)
+    return entries
+
+
+def record(cache: Path, new: dict[str, dict]) -> dict[str, dict]:
+    """Add `new` entries to the cache; returns all its entries. Read, merged and written under a lock, so
+    processes of several projects measuring at once lose none of each other's entries; an entry already
+    there wins (every process on this machine then trains with the first choice recorded)."""
+    with locked(cache.with_name(cache.name + ".lock"), LOCK_TIMEOUT_S, f"the fast-path cache {cache}"):
+        entries = new | read_cache(cache)
+        write_json_atomic(cache, {"format": CACHE_FORMAT, "entries": entries})
+    return entries
+
+
+def _valid_entry(entry) -> bool:
+    return (isinstance(entry, dict) and entry.get("choice") in CANDIDATES and isinstance(entry.get("measured"), dict)
+            and all(v is None or isinstance(v, (int, float)) for v in entry["measured"].values()))
 
 
 def _key(machine: str, cfg: dict, batch: int) -> str:

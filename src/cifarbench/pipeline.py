@@ -29,7 +29,7 @@ from cifarbench.config import TrackingConfig
 from cifarbench.engine.fast import check_device
 from cifarbench.errors import CifarbenchError, command_main
 from cifarbench.execute import Executor, ExecutorConfig, running
-from cifarbench.io import atomic_path, read_json, write_json_atomic
+from cifarbench.io import DamagedFile, atomic_path, read_checked_json, read_json, write_json_atomic
 from cifarbench.paths import PARAMS, PREPARED, cell_dir, checkpoint_dir, curve_path, metrics_path, runs_of, tuned_path
 from cifarbench.plan import Cell, PlanConfig, all_cells, read_tuned
 from cifarbench.runner import HISTORY_FIELDS, RunSpec, train_run
@@ -79,7 +79,8 @@ def train_stage(plan: PlanConfig, tracking: TrackingConfig, executor: ExecutorCo
     todo = {}
     for cell in cells:
         key = cell_key(cell, data)
-        if _finished_key(cell) == key:
+        if (finished := _finished(cell)) is not None and finished["key"] == key:
+            _check_metrics_file(cell, finished)
             continue
         if cell.not_applicable:
             _write_cell(cell, key, {"status": "not_applicable", "reason": cell.not_applicable}, [])
@@ -253,17 +254,44 @@ def _write_cell(cell: Cell, key: str, result: dict, history: list[dict]) -> None
         shutil.rmtree(folder / "models", ignore_errors=True)
     _write_csv(folder / "history.csv", HISTORY_FIELDS, history)
     _write_csv(curve_path(cell.preset, cell.arch, cell.ablation), CURVE_FIELDS, mean_curve(history))
-    metrics = {k: result[k] for k in METRICS if k in result}
-    write_json_atomic(metrics_path(cell.preset, cell.arch, cell.ablation), {"status": result["status"], **metrics})
+    _write_metrics(cell, result)
     write_json_atomic(folder / "result.json", {"key": key, **result})
 
 
-def _finished_key(cell: Cell) -> str | None:
+def _write_metrics(cell: Cell, result: dict) -> None:
+    metrics = {k: result[k] for k in METRICS if k in result}
+    write_json_atomic(metrics_path(cell.preset, cell.arch, cell.ablation), {"status": result["status"], **metrics})
+
+
+def _finished(cell: Cell) -> dict | None:
+    """The cell's result.json if it marks the cell finished (a key and a finished status), else None. A
+    damaged one is named in a warning and the cell trains again (its seeds' MLflow runs are replaced)."""
+    path = cell_dir(cell.preset, cell.arch, cell.ablation) / "result.json"
     try:
-        result = read_json(cell_dir(cell.preset, cell.arch, cell.ablation) / "result.json")
-    except (OSError, ValueError):
+        result = read_checked_json(path, _why_bad_result)
+    except FileNotFoundError:
         return None
-    return result.get("key") if result.get("status") in FINISHED else None
+    except (OSError, DamagedFile) as exc:
+        print(f"warning: {exc}: cell {cell.name} trains again", file=sys.stderr, flush=True)
+        return None
+    return result if result.get("status") in FINISHED else None
+
+
+def _why_bad_result(result: dict) -> str | None:
+    if not isinstance(result.get("key"), str) or not isinstance(result.get("status"), str):
+        return "has no key and status"
+    return None
+
+
+def _check_metrics_file(cell: Cell, result: dict) -> None:
+    """A finished cell's metrics file (what `dvc metrics show` reads) damaged: written again from result.json."""
+    path = metrics_path(cell.preset, cell.arch, cell.ablation)
+    try:
+        read_checked_json(path, lambda m: None if isinstance(m.get("status"), str) else "has no status")
+    except (OSError, DamagedFile) as exc:
+        why = "is missing" if isinstance(exc, FileNotFoundError) else str(exc).removeprefix(f"{path} ")
+        print(f"warning: {path} {why}: written again from the cell's result.json", file=sys.stderr, flush=True)
+        _write_metrics(cell, result)
 
 
 def _stale_outputs(preset: str, cells: list[Cell]) -> list[Path]:

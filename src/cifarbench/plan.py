@@ -32,6 +32,7 @@ from cifarbench.engine import TrainConfig
 from cifarbench.engine.config import MAX_EPOCHS
 from cifarbench.errors import ConfigError
 from cifarbench.models import ModelConfig, model_info
+from cifarbench.tuned_file import read_tuned_file
 
 BASELINE = "baseline"
 Tree = dict[str, Any]
@@ -266,6 +267,6 @@ def read_tuned(path: Path) -> Tree | None:
     """
     if not Path(path).is_file():
         raise ConfigError(f"{path} not found: run `dvc repro` (the tune stage writes it)")
-    values = json.loads(Path(path).read_text())
+    values = read_tuned_file(path)
     return values.get("optimizer") if values.get("tuned") else None
 

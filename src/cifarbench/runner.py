@@ -31,7 +31,7 @@ from torch import nn
 from cifarbench.data import CLASSES, Split, load_split
 from cifarbench.data.splits import stratified_draw
 from cifarbench.engine import EpochRecord, EvalResult, FitResult, evaluate, fit
-from cifarbench.io import atomic_path, read_json, write_json_atomic
+from cifarbench.io import DamagedFile, atomic_path, read_checked_json, write_json_atomic
 from cifarbench.models import build_model_from
 from cifarbench.models.profile import count_parameters, flops_per_image
 from cifarbench.plan import Budget, Cell
@@ -107,7 +107,10 @@ def train_run(spec: RunSpec) -> dict:
     """Train, validate and test one seed; returns {"summary": ..., "history": [...]} (also in its result file)."""
     done = spec.file(".result.json")
     if done.is_file():
-        return read_json(done)
+        try:
+            return read_checked_json(done, damaged_result)
+        except DamagedFile as exc:  # a run is cheap to redo; a cell failing on every rerun is not
+            print(f"warning: {exc}: {spec.name} trains again (resuming from its checkpoint)", file=sys.stderr, flush=True)
     cell, seed = spec.cell, spec.seed
     data = training_data(spec.prepared, cell.budget, spec.seed)
     test = test_data(spec.prepared, cell.budget)
@@ -155,6 +158,25 @@ def train_run(spec: RunSpec) -> dict:
     out = {"summary": summary | {"run_id": log.run_id, "fast_paths": fast_paths}, "history": history}
     write_json_atomic(done, out)
     return out
+
+
+# What the train stage reads of a seed's result file (pipeline: the cell's summary, the progress line).
+SUMMARY_NUMBERS = ("test_acc", "train_seconds", "wall_seconds")
+
+
+def damaged_result(result: dict) -> str | None:
+    """Why a seed's result file cannot be used (None when it can): its summary or history missing or of the
+    wrong type. It was written by train_run, so anything else is a damaged or hand-edited file."""
+    summary, history = result.get("summary"), result.get("history")
+    if not isinstance(summary, dict) or not isinstance(history, list):
+        return "has no summary and history"
+    if not isinstance(summary.get("status"), str):
+        return "has no status in its summary"
+    if bad := [k for k in SUMMARY_NUMBERS if not isinstance(summary.get(k), (int, float))]:
+        return f"has no number for {', '.join(bad)} in its summary"
+    if not all(isinstance(row, dict) and all(k in row for k in HISTORY_FIELDS) for row in history):
+        return "has a history row without every field"
+    return None
 
 
 def did_not_train(result: FitResult, tested: EvalResult, train_images: int, val_images: int) -> str:

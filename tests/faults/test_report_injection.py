@@ -16,8 +16,8 @@ import pytest
 from cifarbench.nightly.compare import SUMMARY, compare
 from cifarbench.nightly.config import NightlyConfig
 from cifarbench.nightly.report import write_report
-from cifarbench.report.build import hide_password
 from cifarbench.report.render import Bullets, Document, Section, Table, to_html, to_markdown
+from cifarbench.redact import mask_credentials
 from cifarbench.report.sections import Inputs, provenance_section
 
 pytestmark = pytest.mark.faults
@@ -33,7 +33,7 @@ HOSTILE = "<script>alert('x')</script> | a $x$ `rm` & \n# heading\n- item"
     ("http://mlflow.example:5000", "http://mlflow.example:5000"),
 ])
 def test_tracking_uri_is_shown_without_its_password(uri, shown):
-    assert hide_password(uri) == shown
+    assert mask_credentials(uri) == shown
 
 
 def inputs(runs: pd.DataFrame, left_out: pd.DataFrame, store: str) -> Inputs:
@@ -51,7 +51,7 @@ def test_provenance_hides_the_password_and_escapes_tags_and_run_names():
     uri = "postgresql://bench:s3cret@db.example/mlflow"
     runs = pd.DataFrame({"tags.git_commit": [HOSTILE], "tags.host_cpu": ["x86|64\nrow"]})
     left_out = pd.DataFrame({"run_name": [HOSTILE, "lenet5/flip/seed0"]})
-    md, page = rendered(provenance_section(inputs(runs, left_out, f"{hide_password(uri)} / cifarbench")))
+    md, page = rendered(provenance_section(inputs(runs, left_out, f"{mask_credentials(uri)} / cifarbench")))
     for text in (md, page):
         assert "s3cret" not in text and "bench:***@db.example" in text
     assert_inert(md, page)

@@ -33,6 +33,7 @@ from typing import Any, Hashable, Literal, Protocol
 from pydantic import Field
 
 from cifarbench.config import Section
+from cifarbench.redact import mask_credentials
 
 ENV_EXECUTOR = "CIFARBENCH_EXECUTOR"  # local | ray: overrides params.yaml executor.kind
 ENV_RAY_ADDRESS = "CIFARBENCH_RAY_ADDRESS"  # overrides executor.address
@@ -62,6 +63,10 @@ class Done:
     key: Hashable
     result: Any = None
     error: str | None = None  # the run's traceback, or what killed its worker too often
+
+    def __post_init__(self) -> None:  # a traceback holds the URLs MLflow or Optuna failed on, passwords included
+        if self.error is not None:
+            object.__setattr__(self, "error", mask_credentials(self.error))
 
     @property
     def ok(self) -> bool:

@@ -5,7 +5,7 @@ Sizing: on a CPU, `cores // cpus_per_run` processes of `cpus_per_run` torch thre
 machine one process per GPU, each seeing only its own (CUDA_VISIBLE_DEVICES, set before torch starts).
 A worker that dies (killed, out of memory) breaks the whole pool (that is how ProcessPoolExecutor
 reports it): the pool is rebuilt and every run that was in flight is submitted again, up to
-`max_retries` times each; they resume from their checkpoints. The pool is handed one run per worker at a
+`max_retries` times each; they resume from their checkpoints. A run that had already returned is kept. The pool is handed one run per worker at a
 time (the rest wait here), so "in flight" means running: a death charges an attempt to those runs only,
 not to the whole queued matrix behind them. Workers ignore SIGINT (Ctrl-C reaches the whole process
 group; the coordinator decides) and die with the coordinator (Linux PDEATHSIG), so a
@@ -53,7 +53,7 @@ class LocalExecutor:
         self.where = f"local: {self.slots} worker process(es) x {self.threads} thread(s) on {on}"
         self._futures: dict[cf.Future, tuple[Hashable, Callable, Any, int]] = {}  # in the pool: running
         self._queued: deque[tuple[Hashable, Callable, Any, int]] = deque()  # not yet handed to the pool
-        self._given_up: list[Done] = []
+        self._ready: list[Done] = []  # finished (or given up), not yet handed out by next_done
         self._pool = self._start()
 
     def _start(self) -> cf.ProcessPoolExecutor:
@@ -84,34 +84,40 @@ class LocalExecutor:
                 return
 
     def pending(self) -> int:
-        return len(self._futures) + len(self._queued) + len(self._given_up)
+        return len(self._futures) + len(self._queued) + len(self._ready)
 
     def next_done(self) -> Done:
-        while not self._given_up:
+        while not self._ready:
             done, _ = cf.wait(self._futures, return_when=cf.FIRST_COMPLETED)
-            future = next(iter(done))
-            error = future.exception()
-            if isinstance(error, cf.process.BrokenProcessPool):
+            future = min(done, key=_broken)  # runs that returned first, then the pool's breakage
+            if _broken(future):
                 self._restart()
                 continue
             key = self._futures.pop(future)[0]
             self._feed()
-            return Done(key, future.result()) if error is None else Done(key, error=_text(error))
-        return self._given_up.pop(0)
+            return _done(key, future)
+        return self._ready.pop(0)
 
     def _restart(self) -> None:
-        """A worker died, and with it the pool: every run in flight goes to a fresh pool (its attempt
-        counted: which run killed the worker cannot be told apart), or is given up after max_retries."""
+        """A worker died, and with it the pool: every run still in flight goes to a fresh pool (its attempt
+        counted: which run killed the worker cannot be told apart), or is given up after max_retries. A run
+        that had already returned (its future done, not yet handed out) is kept as it finished: never
+        trained again nor charged an attempt."""
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._pool = self._start()
-        broken, self._futures = list(self._futures.values()), {}
+        in_flight, self._futures, broken = self._futures, {}, []
+        for future, run in in_flight.items():
+            if future.done() and not _broken(future):
+                self._ready.append(_done(run[0], future))
+            else:
+                broken.append(run)
         print(f"executor: a worker process died; {len(broken)} run(s) in flight start again from their "
               "checkpoints", file=sys.stderr, flush=True)
         again = []
         for key, fn, arg, attempt in broken:
             if attempt >= self.max_retries:
-                self._given_up.append(Done(key, error=f"its worker process died {attempt + 1} time(s) "
-                                                      "(killed, or out of memory)"))
+                self._ready.append(Done(key, error=f"its worker process died {attempt + 1} time(s) "
+                                                   "(killed, or out of memory)"))
             else:
                 again.append((key, fn, arg, attempt + 1))
         self._queued.extendleft(reversed(again))  # ahead of the runs that never started, in their order
@@ -127,6 +133,16 @@ class LocalExecutor:
             process.join()
         self._futures.clear()
         self._queued.clear()
+
+
+def _broken(future: cf.Future) -> bool:
+    """Whether a done future ended because its pool broke (a worker died), not by its run's own doing."""
+    return future.cancelled() or isinstance(future.exception(), cf.process.BrokenProcessPool)
+
+
+def _done(key: Hashable, future: cf.Future) -> Done:
+    error = future.exception()
+    return Done(key, future.result()) if error is None else Done(key, error=_text(error))
 
 
 def _text(error: BaseException) -> str:

@@ -14,7 +14,6 @@ import argparse
 import hashlib
 import os
 import shutil
-import urllib.parse
 import webbrowser
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from cifarbench.errors import ConfigError, command_main
 from cifarbench.io import atomic_path, pid_alive, write_json_atomic
 from cifarbench.paths import DVC_LOCK, PARAMS, REPORTS, tuned_path
 from cifarbench.plan import PlanConfig, all_cells, read_tuned
+from cifarbench.redact import mask_credentials
 from cifarbench.report import tables
 from cifarbench.report.render import Image, to_html, to_markdown
 from cifarbench.report.sections import Inputs, document
@@ -44,20 +44,9 @@ def gather(plan: PlanConfig, tracking: TrackingConfig) -> Inputs:
         provenance={
             "git commit of this report": here[GIT_COMMIT] + (" (dirty work tree)" if here[GIT_DIRTY] == "true" else ""),
             "dvc.lock sha256 (first 16)": _digest(DVC_LOCK),
-            "MLflow store / experiment": f"{hide_password(uri)} / {tracking.experiment}",
+            "MLflow store / experiment": f"{mask_credentials(uri)} / {tracking.experiment}",
         },
     )  # fmt: skip
-
-
-def hide_password(uri: str) -> str:
-    """`uri` with the password of its user info replaced by ***, for text others read (the report is
-    committed): postgresql://user:secret@host/db -> postgresql://user:***@host/db."""
-    parts = urllib.parse.urlsplit(uri)
-    if parts.password is None:
-        return uri
-    user_info, _, host = parts.netloc.rpartition("@")
-    user = user_info.split(":", 1)[0]
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def _read_tuned(preset: str, arch: str) -> dict | None:

@@ -17,6 +17,7 @@ import re
 
 import pandas as pd
 
+from cifarbench.errors import CifarbenchError
 from cifarbench.tracking import store
 from cifarbench.tracking.tags import ABLATION, ABLATION_GROUP, ARCH, CURRENT, KIND, PRESET, SEED, STATUS, TUNE, query
 
@@ -77,7 +78,12 @@ def _load_current(tracking_uri: str, experiment: str, preset: str) -> pd.DataFra
     if not re.fullmatch(r"[\w.-]+", preset):  # it goes into a filter string, which has no escaping
         raise ValueError(f"preset name {preset!r}: use letters, digits, '_', '.', '-'")
     client = store.client(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
+    try:
+        found = client.get_experiment_by_name(experiment)
+    except Exception as exc:  # the report and the nightly: a server that is down is named, not a traceback
+        if store.unreachable(exc):
+            raise CifarbenchError(store.unreachable_message(tracking_uri)) from exc
+        raise
     if found is None:
         return pd.DataFrame(columns=["run_id", "run_name"])
     current = query({PRESET: preset, CURRENT: "true"})

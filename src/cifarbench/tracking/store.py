@@ -13,6 +13,7 @@ from pathlib import Path
 from cifarbench.config import TrackingConfig
 from cifarbench.errors import CifarbenchError
 from cifarbench.io import remove_stale_temps
+from cifarbench.redact import mask_credentials
 
 SQLITE = "sqlite:///"
 
@@ -71,7 +72,7 @@ def bound_http_waits() -> None:
 
 def unreachable_message(uri: str) -> str:
     waits = ", ".join(f"{key}={os.environ.get(key, value)}" for key, value in HTTP_DEFAULTS.items())
-    return (f"the MLflow tracking server {uri} could not be reached (refused, or no answer within the waits "
+    return (f"the MLflow tracking server {mask_credentials(uri)} could not be reached (refused, or no answer within the waits "
             f"{waits}): start the server, or point MLFLOW_TRACKING_URI (or params.yaml tracking.uri) at one "
             "that runs")
 

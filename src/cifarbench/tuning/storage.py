@@ -13,13 +13,14 @@ import os
 import shutil
 import socket
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import optuna
 
 from cifarbench.errors import CifarbenchError
+from cifarbench.io import locked, user_cache
+from cifarbench.redact import mask_credentials
 from cifarbench.tuning.config import TuneConfig
 
 ENV_STORAGE = "CIFARBENCH_OPTUNA_STORAGE"
@@ -34,17 +35,21 @@ def storage_url(cfg: TuneConfig) -> str:
 
 
 def shown(url: str) -> str:
-    """The storage as it may be logged: an RDB URL's password hidden."""
-    if "://" not in url:
-        return url
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
+    """The storage as it may be logged or recorded: an RDB URL's password hidden."""
+    return mask_credentials(url)
 
 
 def open_storage(url: str, cfg: TuneConfig) -> optuna.storages.BaseStorage:
     if "://" in url:
-        return _rdb_storage(url, cfg)
+        from sqlalchemy.exc import OperationalError
+
+        try:
+            return _rdb_storage(url, cfg)
+        except OperationalError as exc:  # refused, unknown host, bad password, no such database
+            why = str(exc.orig or exc).strip().splitlines()[0]
+            raise CifarbenchError(f"the Optuna storage {shown(url)} could not be opened ({mask_credentials(why)}): "
+                                  f"start the database server, or point {ENV_STORAGE} (or params.yaml tune.storage) "
+                                  "at one that runs") from exc
     Path(url).parent.mkdir(parents=True, exist_ok=True)
     try:  # reads the whole journal
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url, FlockLock(f"{url}.lock")))
@@ -144,16 +149,15 @@ def _cut_torn_line(path: Path) -> str | None:
     return message
 
 
-@contextlib.contextmanager
-def machine_lock(*names: str):
-    """A lock shared by this machine's processes that name the same things (released if the holder dies)."""
-    key = hashlib.sha256("|".join(names).encode()).hexdigest()[:16]
-    with open(Path(tempfile.gettempdir()) / f"cifarbench-tune-{key}.lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+def machine_lock(url: str, study: str, timeout_s: float = LOCK_TIMEOUT_S):
+    """A lock shared by this machine's coordinators of one study (released if the holder dies, removed by
+    it when done). Held across storage and MLflow calls (seconds); a wait past `timeout_s` is a
+    CifarbenchError naming the lock file and its holder. Its file lives with the project's state, beside a
+    journal; for an RDB URL in the user's own cache folder: never a predictable name in the shared temp
+    folder, which another user could create first and so block every `cifarbench tune` here."""
+    key = hashlib.sha256(f"{url}|{study}".encode()).hexdigest()[:16]
+    folder = Path(url).parent if "://" not in url else user_cache() / "locks"
+    return locked(folder / f".cifarbench-tune-{key}.lock", timeout_s, f"the study {study} in {shown(url)}")
 
 
 def _process_id(pid: int) -> str | None:
