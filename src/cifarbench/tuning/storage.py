@@ -20,17 +20,22 @@ from pathlib import Path
 import optuna
 
 from cifarbench.errors import CifarbenchError
+from cifarbench.paths import in_repository
 from cifarbench.tuning.config import TuneConfig
 
 ENV_STORAGE = "CIFARBENCH_OPTUNA_STORAGE"
 MAX_RETRIES = 2  # a trial whose process keeps dying (out of memory, say) is then given up
+SQLITE = "sqlite:///"
 LOCK_TIMEOUT_S = 120.0  # a journal append takes milliseconds; a holder this slow is hung, not busy
 
 
 def storage_url(cfg: TuneConfig) -> str:
-    """CIFARBENCH_OPTUNA_STORAGE or tune.storage; a journal path made absolute (workers run elsewhere)."""
+    """CIFARBENCH_OPTUNA_STORAGE or tune.storage; a journal path made absolute (workers run elsewhere) against
+    the repository (paths.in_repository: a DVC experiment's temporary copy writes to the user's journal)."""
     url = os.environ.get(ENV_STORAGE) or cfg.storage
-    return url if "://" in url else os.path.abspath(url)
+    if url.startswith(SQLITE):  # an RDB file: the same rule
+        return SQLITE + str(in_repository(url[len(SQLITE):]))
+    return url if "://" in url else os.path.normpath(in_repository(url))
 
 
 def shown(url: str) -> str:
