@@ -148,8 +148,10 @@ def settle(check: Callable[[], list], timeout: float = 15) -> list:
 
 
 def mlflow_runs(project: Project) -> list:
+    """The training runs (the report's own run, tagged cifarbench.kind, left out)."""
     client = MlflowClient(f"sqlite:///{project.path / 'mlflow.db'}")
-    return client.search_runs([client.get_experiment_by_name("cifarbench").experiment_id], max_results=1000)
+    return [r for r in client.search_runs([client.get_experiment_by_name("cifarbench").experiment_id], max_results=1000)
+            if "cifarbench.kind" not in r.data.tags]
 
 
 def test_ctrl_c_kills_every_process_ends_runs_killed_keeps_checkpoints_and_a_rerun_completes(base, reference,

@@ -55,7 +55,7 @@ def test_pipeline_on_an_mlflow_server_and_optuna_on_postgresql(tmp_path, cifar_a
     runs = experiment_runs(client, "cifarbench")
     assert runs and all(r.info.status == "FINISHED" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
     kinds = Counter(r.data.tags.get("cifarbench.kind", "train") for r in runs)
-    assert kinds == {"train": 2, "tune": 1, "tune-trial": 2}, kinds
+    assert kinds == {"train": 2, "tune": 1, "tune-trial": 2, "report": 1}, kinds
     training = {r.info.run_name: r for r in runs if "cifarbench.kind" not in r.data.tags}
     assert set(training) == {"lenet5/baseline/seed0", "lenet5/flip/seed0"}
     for name, run in training.items():

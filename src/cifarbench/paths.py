@@ -16,10 +16,14 @@ reads them there), and tests/test_dvc_deps.py checks the code side of dvc.yaml.
     reports/nightly.md, reports/nightly/                the nightly's report, baseline.json, history/
     optuna/studies.journal                              the default Optuna storage (params.yaml tune.storage)
     dvc.lock                                            DVC's record of the last run (read by report, doctor)
+
+The stores (mlflow.db, the Optuna journal) given as relative paths belong to the user's repository, also when
+a stage runs in DVC's temporary copy of it (`in_repository`).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 PARAMS = Path("params.yaml")
@@ -33,6 +37,9 @@ NIGHTLY_BASELINE = REPORTS / "nightly" / "baseline.json"
 NIGHTLY_HISTORY = REPORTS / "nightly" / "history"
 OPTUNA_JOURNAL = Path("optuna/studies.journal")
 SRC = Path(__file__).parent  # the package's own code (cifarbench.codeclosure)
+# `dvc exp run --temp` and `--queue` run an experiment in a copy of the repository at <repo>/.dvc/tmp/exps/<tmpdir>/
+# (DVC's EXEC_TMP_DIR under repo.tmp_dir), deleted when it ends
+DVC_EXPERIMENT_COPIES = "/.dvc/tmp/exps/"
 
 
 def runs_of(preset: str, kind: str) -> Path:
@@ -58,3 +65,19 @@ def curve_path(preset: str, arch: str, ablation: str) -> Path:
 
 def checkpoint_dir(preset: str, arch: str, ablation: str, key: str) -> Path:
     return RUNS / "checkpoints" / preset / arch / ablation / key
+
+
+def repository(cwd: Path | None = None) -> Path:
+    """The user's repository: the working directory (`cwd`, absolute), or, inside DVC's temporary copy of it for
+    an experiment, the repository the copy was made from (the part of the path before DVC_EXPERIMENT_COPIES)."""
+    cwd = cwd or Path.cwd()
+    head, inside, _ = cwd.as_posix().partition(DVC_EXPERIMENT_COPIES)
+    return Path(head) if inside else cwd
+
+
+def in_repository(path: str | os.PathLike, cwd: Path | None = None) -> Path:
+    """A store's path (the MLflow SQLite file, the Optuna journal) made absolute: relative paths against
+    `repository()`, so a queued or --temp experiment writes its runs into the user's stores, not into the copy
+    DVC deletes afterwards."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else repository(cwd) / path

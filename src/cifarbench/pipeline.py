@@ -25,7 +25,7 @@ from pathlib import Path
 
 from cifarbench import fastpaths
 from cifarbench.codeclosure import training_code_digest  # also what tuning's study names hash
-from cifarbench.config import TrackingConfig
+from cifarbench.config import DataConfig, TrackingConfig
 from cifarbench.engine.fast import check_device
 from cifarbench.errors import CifarbenchError, command_main
 from cifarbench.execute import Executor, ExecutorConfig, running
@@ -61,8 +61,10 @@ def checked_cells(plan, tuned: dict | None = None) -> list[Cell]:
     return cells
 
 
-def train_stage(plan: PlanConfig, tracking: TrackingConfig, executor: ExecutorConfig, prune: bool = False) -> dict:
-    """Train and test every cell of the preset that is not already finished under its current key; returns
+def train_stage(plan: PlanConfig, tracking: TrackingConfig, executor: ExecutorConfig, source: DataConfig,
+                prune: bool = False) -> dict:
+    """Train and test every cell of the preset that is not already finished under its current key (`source`:
+    the params' data section, whose URL each MLflow run names as its datasets' source); returns
     {"cells": planned, "trained": newly finished, "runs": runs trained}. Raises naming the failed runs.
     Outputs of cells the plan no longer has are kept (the report leaves them out), or removed with `prune`."""
     tuned = {arch: read_tuned(tuned_path(plan.preset, arch)) for arch in plan.architectures}
@@ -94,7 +96,7 @@ def train_stage(plan: PlanConfig, tracking: TrackingConfig, executor: ExecutorCo
         pool.warm()
         fast = _measured_fast_paths([c for c, _ in todo.values()], pool)
         runs = _specs([c for c, _ in todo.values()], {n: k for n, (_, k) in todo.items()},
-                      Tracker.open(tracking), data, fast)
+                      Tracker.open(tracking), data, fast, source.url)
         results, failed = _execute(runs, pool, on_cell=lambda name, done: _finish_cell(*todo[name], done))
     if failed:
         raise CifarbenchError(f"{len(failed)} run(s) failed; the other runs finished and are kept, `dvc repro` "
@@ -116,7 +118,7 @@ def _measured_fast_paths(cells: list[Cell], executor: Executor) -> dict[str, dic
 
 
 def _specs(cells: list[Cell], keys: dict[str, str], tracker: Tracker, data: dict,
-           fast: dict[str, dict]) -> list[RunSpec]:
+           fast: dict[str, dict], data_url: str) -> list[RunSpec]:
     """The runs still to do, longest first (the matrix ends sooner when its longest runs start first)."""
     tags = {**provenance(), t.DATA_MD5: data["archive_md5"]}
     specs = []
@@ -132,7 +134,8 @@ def _specs(cells: list[Cell], keys: dict[str, str], tracker: Tracker, data: dict
             identity = t.run_identity(cell.preset, cell.arch, cell.ablation, seed)
             specs.append(RunSpec(cell, seed, PREPARED.resolve(), work, models, tracker,
                                  {**tags, **identity, **extra, t.ABLATION_GROUP: cell.group,
-                                  t.CONFIG_HASH: cell.config_hash(), t.CELL_KEY: keys[cell.name]}, cpu_paths))
+                                  t.CONFIG_HASH: cell.config_hash(), t.CELL_KEY: keys[cell.name]}, cpu_paths,
+                                 data_url))
     return sorted(specs, key=_cost, reverse=True)
 
 
@@ -321,7 +324,7 @@ def run(args) -> None:
     from cifarbench.params import load  # the root of the params, above this module in the layers
 
     params = load(args.params)
-    train_stage(params.plan, params.tracking, params.executor, prune=args.prune)
+    train_stage(params.plan, params.tracking, params.executor, params.data, prune=args.prune)
 
 
 def train_main(argv: list[str] | None = None) -> int:

@@ -10,8 +10,17 @@ picklable `RunSpec`, with absolute paths (a Ray node may run it in another folde
     <work_dir>/seed<k>.mlflow-run    the run's MLflow id (the resumed run continues the same MLflow run)
     <work_dir>/seed<k>.result.json   the finished run's summary and history (the cell is assembled from these)
     <models_dir>/seed<k>.pt          the final weights (state_dict)
+    <models_dir>/seed<k>.json        the config that rebuilds their model (`load_trained`)
 
-and returns the result. A run whose result file exists returns it without training again.
+and returns the result. A run whose result file exists returns it without training again. The MLflow run
+records its lineage (cifarbench.tracking.lineage): the images it trained, validated and was tested on as
+dataset inputs, and the two models_dir files as its `model/` artifacts.
+
+`load_trained(run id or weights file)` gives back a trained model, ready to evaluate:
+
+    from cifarbench.runner import load_trained
+    model = load_trained("3f2a...")                                        # an MLflow run id (mlflow.db here)
+    model = load_trained("runs/default/cells/lenet5/baseline/models/seed0.pt")  # the DVC output
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import functools
 import os
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,14 +38,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cifarbench.config import TrackingConfig
 from cifarbench.data import CLASSES, Split, load_split
-from cifarbench.data.splits import stratified_draw
+from cifarbench.data.splits import INFO_FILE, stratified_draw
 from cifarbench.engine import EpochRecord, EvalResult, FitResult, evaluate, fit
-from cifarbench.io import DamagedFile, atomic_path, read_checked_json, write_json_atomic
-from cifarbench.models import build_model_from
+from cifarbench.errors import CifarbenchError
+from cifarbench.io import DamagedFile, atomic_path, read_checked_json, read_json, write_json_atomic
+from cifarbench.models import ModelConfig, build_model_from
 from cifarbench.models.profile import count_parameters, flops_per_image
 from cifarbench.plan import Budget, Cell
-from cifarbench.tracking import Tracker
+from cifarbench.tracking import Archive, DataSubset, Tracker, download_model_files, tracking_uri
+from cifarbench.tracking.lineage import TEST, TRAINING, VALIDATION
 from cifarbench.tracking.tags import CUDA_VISIBLE_DEVICES, DID_NOT_TRAIN, FAST, HOST, STATUS, TRAINED, WORKER
 
 # A run "did not train" when neither its training nor its validation accuracy ever rose more than 3 binomial sd
@@ -57,6 +70,7 @@ class RunSpec:
     tracker: Tracker
     tags: dict[str, str]  # provenance, identity, config hash
     cpu_paths: tuple[str | None, bool] | None = None  # measured on this CPU for this model (cifarbench.fastpaths)
+    data_url: str | None = None  # where the archive came from (params.yaml data.url); None: the prepared folder is named
 
     @property
     def name(self) -> str:
@@ -92,6 +106,21 @@ def test_data(prepared: Path, budget: Budget) -> Split:
     return load_subset(prepared, "test", budget.test_subset, budget.test_skip)
 
 
+def data_subsets(budget: Budget, seed: int, images: tuple[int, int, int]) -> list[DataSubset]:
+    """What `training_data` and `test_data` pick, in words MLflow records; `images`: (train, val, test) counts."""
+    train = {"stratified_draw": budget.train_subset, "seed": seed} if budget.train_subset else {"all": True}
+    val = {"first": budget.val_subset} if budget.val_subset else {"all": True}
+    test = {"skip": budget.test_skip, "first": budget.test_subset} if budget.test_subset else {"skip": budget.test_skip}
+    return [DataSubset(TRAINING, "train", images[0], train), DataSubset(VALIDATION, "val", images[1], val),
+            DataSubset(TEST, "test", images[2], test)]
+
+
+def archive_of(prepared: Path, url: str | None) -> Archive:
+    """The archive `prepared` was cut from (its info.json) and where it came from (`url`, else `prepared`)."""
+    info = read_json(prepared / INFO_FILE)
+    return Archive(url or str(prepared), info["archive_md5"], info["val_size"], info["seed"])
+
+
 def train_one(cell: Cell, seed: int, data: tuple[Split, Split], *, on_epoch: Callable[[EpochRecord], None] | None = None,
               checkpoint: Path | None = None, cpu_paths: tuple[str | None, bool] | None = None) -> tuple[FitResult, nn.Module]:
     """Seed, build and fit one model of `cell` on `data` (train, val): the training a benchmark run and a
@@ -119,6 +148,9 @@ def train_run(spec: RunSpec) -> dict:
     params = {**cell.config(), "seed": seed}
     where = placement()
     with spec.tracker.training_run(spec.name, spec.tags | where, params, resume, id_file) as log:
+
+        log.log_datasets(archive_of(spec.prepared, spec.data_url),
+                         data_subsets(cell.budget, seed, (len(data[0]), len(data[1]), len(test))))
 
         def record_epoch(record: EpochRecord) -> None:
             log.log_epoch(dataclasses.asdict(record), record.epoch)
@@ -151,8 +183,12 @@ def train_run(spec: RunSpec) -> dict:
         confusion = spec.file("-confusion.json")
         write_json_atomic(confusion, {"classes": list(CLASSES), "confusion": tested.confusion})
         log.log_artifact(confusion)
-        with atomic_path(spec.models_dir / f"seed{seed}.pt") as tmp:
+        weights = spec.models_dir / f"seed{seed}.pt"
+        with atomic_path(weights) as tmp:
             torch.save(model.state_dict(), tmp)
+        write_json_atomic(weights.with_suffix(".json"), {"run": spec.name, "preset": cell.preset, "seed": seed,
+                                                         **cell.config()})
+        log.log_model_files(weights, weights.with_suffix(".json"))
         log.mark_current()
     history = [{"seed": seed, **{k: r[k] for k in HISTORY_FIELDS[1:]}} for r in result.history]
     out = {"summary": summary | {"run_id": log.run_id, "fast_paths": fast_paths}, "history": history}
@@ -177,6 +213,35 @@ def damaged_result(result: dict) -> str | None:
     if not all(isinstance(row, dict) and all(k in row for k in HISTORY_FIELDS) for row in history):
         return "has a history row without every field"
     return None
+
+
+def load_trained(source: str | Path, tracking: str | None = None) -> nn.Module:
+    """A trained model in eval mode, on the CPU: from an MLflow run id (its `model/` artifacts, in the store
+    `tracking`, by default the pipeline's: MLFLOW_TRACKING_URI or sqlite:///mlflow.db here), from a weights
+    file `seed<k>.pt` with its `seed<k>.json` beside it, or from a folder holding one such pair (a downloaded
+    `model/`). The config file rebuilds the model; the weights fill it."""
+    path = Path(source)
+    if path.is_file() or path.is_dir():
+        return _load_weights(path)
+    with tempfile.TemporaryDirectory(prefix="cifarbench-model-") as tmp:
+        uri = tracking or tracking_uri(TrackingConfig())
+        return _load_weights(download_model_files(uri, str(source), Path(tmp)))
+
+
+def _load_weights(path: Path) -> nn.Module:
+    if path.is_dir():
+        found = sorted(path.glob("*.pt"))
+        if len(found) != 1:
+            raise CifarbenchError(f"{path}: expected one weights file (*.pt) in the folder, found {len(found)}: "
+                                  "pass the weights file itself")
+        path = found[0]
+    config = path.with_suffix(".json")
+    if not config.is_file():
+        raise CifarbenchError(f"{path}: no {config.name} beside it (the config that rebuilds the model; weights "
+                              "trained before it was written have none): load by MLflow run id, or train the cell again")
+    model = build_model_from(ModelConfig.model_validate(read_json(config)["model"]))
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.eval()
 
 
 def did_not_train(result: FitResult, tested: EvalResult, train_images: int, val_images: int) -> str:

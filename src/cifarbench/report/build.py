@@ -6,6 +6,8 @@ MLflow, build the document, write reports/ atomically.
     reports/figures/*.png
     reports/metrics.json      headline numbers for `dvc metrics show`
     reports/runs.csv          every run the report counts, one row each (for re-analysis: pandas.read_csv)
+
+and attach them to an MLflow run `report/<preset>` of their own (cifarbench.tracking.reports).
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from cifarbench.redact import mask_credentials
 from cifarbench.report import tables
 from cifarbench.report.render import Image, to_html, to_markdown
 from cifarbench.report.sections import Inputs, document
-from cifarbench.tracking import provenance, tracking_uri
+from cifarbench.tracking import Tracker, log_report, provenance, tracking_uri
 from cifarbench.tracking.read import load_histories, load_runs, load_tuning
 from cifarbench.tracking.tags import GIT_COMMIT, GIT_DIRTY
+
+ATTACHED = ("comparison.md", "comparison.html", "metrics.json", "runs.csv")  # with figures/: the report's MLflow run
 
 
 def gather(plan: PlanConfig, tracking: TrackingConfig) -> Inputs:
@@ -105,11 +109,14 @@ def _replace_folder(folder: Path, files: dict[str, bytes]) -> None:
 
 
 def report_stage(plan: PlanConfig, tracking: TrackingConfig, out: Path = REPORTS) -> dict:
+    """Write the report into `out` and attach it to an MLflow run of its own (`report/<preset>`)."""
     inputs = gather(plan, tracking)
     metrics = write_report(inputs, out)
     runs = metrics["runs"]
+    run_id = log_report(Tracker.open(tracking), plan.preset, runs["found"],
+                        [out / name for name in ATTACHED], [out / "figures"])
     print(f"report: {out / 'comparison.html'} and comparison.md, {runs['found']} of {runs['planned']} runs, "
-          f"{runs['missing']} missing, {runs['left_out']} left out", flush=True)
+          f"{runs['missing']} missing, {runs['left_out']} left out; MLflow run report/{plan.preset} {run_id}", flush=True)
     return metrics
 
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cifarbench.config import TrackingConfig
 from cifarbench.errors import CifarbenchError
-from cifarbench.tracking import store
+from cifarbench.tracking import lineage, store
 from cifarbench.tracking.tags import CURRENT, RUN_IDENTITY, SUPERSEDED_BY, query
 
 SYSTEM_METRICS_INTERVAL_S = 2  # MLflow's default (10 s) would miss most of a short CPU run
@@ -111,6 +111,12 @@ class RunLog:
 
     def log_artifact(self, path: Path) -> None:
         self.client.log_artifact(self.run_id, str(path))
+
+    def log_datasets(self, archive: lineage.Archive, subsets: Sequence[lineage.DataSubset]) -> None:
+        lineage.log_datasets(self.client, self.run_id, archive, subsets)
+
+    def log_model_files(self, weights: Path, config: Path) -> None:
+        lineage.log_model_files(self.client, self.run_id, weights, config)
 
     def mark_current(self) -> None:
         """Make this run the current one of its identity and retire the earlier ones."""

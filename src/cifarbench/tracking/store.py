@@ -14,6 +14,7 @@ from cifarbench.config import TrackingConfig
 from cifarbench.errors import CifarbenchError
 from cifarbench.io import remove_stale_temps
 from cifarbench.redact import mask_credentials
+from cifarbench.paths import in_repository
 
 SQLITE = "sqlite:///"
 
@@ -27,11 +28,12 @@ HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "20", "MLFLOW_HTTP_REQUEST_MAX_R
 
 def tracking_uri(cfg: TrackingConfig) -> str:
     """MLFLOW_TRACKING_URI wins over params.yaml `tracking.uri`. A relative SQLite path is made absolute
-    (against the working directory, the repo root for stages): MLflow caches stores by URI string, so
+    against the repository (paths.in_repository: the working directory, the repo root for stages, or the
+    repository a DVC experiment's temporary copy was made from): MLflow caches stores by URI string, so
     `sqlite:///mlflow.db` would otherwise keep pointing at the first folder a process used it in."""
     uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.uri
-    if uri.startswith(SQLITE) and not Path(uri[len(SQLITE):]).is_absolute():
-        uri = SQLITE + str(Path.cwd() / uri[len(SQLITE):])
+    if uri.startswith(SQLITE):
+        uri = SQLITE + str(in_repository(uri[len(SQLITE):]))
     return uri
 
 

@@ -4,7 +4,8 @@ names from here, so a query always matches what was written.
 
 Training runs carry RUN_IDENTITY (which names one run of the benchmark), ABLATION_GROUP, STATUS, the
 cell's CONFIG_HASH and CELL_KEY, DATA_MD5, the provenance tags and where they ran (runner.placement).
-Tuning runs carry KIND: TUNE on a study's parent run `tune/<arch>`, TUNE_TRIAL on each trial's run.
+Tuning runs carry KIND: TUNE on a study's parent run `tune/<arch>`, TUNE_TRIAL on each trial's run; the
+report's run `report/<preset>` carries REPORT.
 CURRENT is 'true' on the one current run of an identity (see runs.mark_current).
 """
 
@@ -19,7 +20,7 @@ from cifarbench.fastpaths import cpu_model
 CURRENT = "cifarbench.current"  # 'true' on the current run of its identity, 'false' before it ends and once replaced
 SUPERSEDED_BY = "cifarbench.superseded_by"  # on a replaced run: the id of the run that replaced it
 KIND = "cifarbench.kind"  # absent on training runs
-TUNE, TUNE_TRIAL = "tune", "tune-trial"  # values of KIND
+TUNE, TUNE_TRIAL, REPORT = "tune", "tune-trial", "report"  # values of KIND
 PARENT = "mlflow.parentRunId"  # MLflow's own: nests a trial's run under its study's parent run
 
 PRESET, ARCH, ABLATION, SEED = "preset", "arch", "ablation", "seed"
@@ -52,6 +53,11 @@ def run_identity(preset: str, arch: str, ablation: str, seed: int) -> dict[str, 
 def study_identity(preset: str, arch: str) -> dict[str, str]:
     """The tags that name a study's parent run across its reruns (one is current per preset and arch)."""
     return {KIND: TUNE, ARCH: arch, PRESET: preset}
+
+
+def report_identity(preset: str) -> dict[str, str]:
+    """The tags that name the report's run across its rebuilds (one is current per preset)."""
+    return {KIND: REPORT, PRESET: preset}
 
 
 def query(tags: dict[str, str]) -> str:

@@ -7,7 +7,8 @@ pruner, the training code), so changing any of it starts a fresh study, while ra
 extends the old one.
 
 Storage: `tune.storage` in params.yaml, or the CIFARBENCH_OPTUNA_STORAGE environment variable. A path
-(relative to the working directory, the repo root under `dvc repro`) is an Optuna journal file: appends
+(relative to the repository: the working directory, the repo root under `dvc repro`, or the repository a
+`dvc exp run --temp`/`--queue` copy was made from) is an Optuna journal file: appends
 under a file lock, so a killed process never corrupts it and workers on one machine share it. A URL
 (postgresql://..., sqlite:///...) is an RDB storage with heartbeats, for workers on several machines.
 
@@ -42,12 +43,14 @@ parameter importances, with one nested run `tune/<arch>/trial<k>` per trial.
 from cifarbench.tuning.config import PRUNERS, PrunerConfig, TuneConfig
 from cifarbench.tuning.search import Search, first_prune_epoch, make_pruner, make_search
 from cifarbench.tuning.stage import configure, run, tune_main, tune_stage
-from cifarbench.tuning.storage import ENV_STORAGE, MAX_RETRIES, FlockLock, open_storage, repair_journal, storage_url
+from cifarbench.tuning.storage import (
+    ENV_STORAGE, MAX_RETRIES, FlockLock, journal_storage, open_storage, repair_journal, storage_url,
+)
 from cifarbench.tuning.study import Study, importances, summarize
 from cifarbench.tuning.trial import TrialSpec, run_trial
 
 __all__ = [
     "ENV_STORAGE", "MAX_RETRIES", "PRUNERS", "FlockLock", "PrunerConfig", "Search", "Study", "TrialSpec", "TuneConfig",
-    "configure", "first_prune_epoch", "importances", "make_pruner", "make_search", "open_storage", "repair_journal",
-    "run", "run_trial", "storage_url", "summarize", "tune_stage",
+    "configure", "first_prune_epoch", "importances", "journal_storage", "make_pruner", "make_search", "open_storage",
+    "repair_journal", "run", "run_trial", "storage_url", "summarize", "tune_stage",
 ]

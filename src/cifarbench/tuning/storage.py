@@ -7,6 +7,7 @@ how a trial left by a dead one is recognised."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
@@ -21,17 +22,22 @@ import optuna
 from cifarbench.errors import CifarbenchError
 from cifarbench.io import locked, user_cache
 from cifarbench.redact import mask_credentials
+from cifarbench.paths import in_repository
 from cifarbench.tuning.config import TuneConfig
 
 ENV_STORAGE = "CIFARBENCH_OPTUNA_STORAGE"
 MAX_RETRIES = 2  # a trial whose process keeps dying (out of memory, say) is then given up
+SQLITE = "sqlite:///"
 LOCK_TIMEOUT_S = 120.0  # a journal append takes milliseconds; a holder this slow is hung, not busy
 
 
 def storage_url(cfg: TuneConfig) -> str:
-    """CIFARBENCH_OPTUNA_STORAGE or tune.storage; a journal path made absolute (workers run elsewhere)."""
+    """CIFARBENCH_OPTUNA_STORAGE or tune.storage; a journal path made absolute (workers run elsewhere) against
+    the repository (paths.in_repository: a DVC experiment's temporary copy writes to the user's journal)."""
     url = os.environ.get(ENV_STORAGE) or cfg.storage
-    return url if "://" in url else os.path.abspath(url)
+    if url.startswith(SQLITE):  # an RDB file: the same rule
+        return SQLITE + str(in_repository(url[len(SQLITE):]))
+    return url if "://" in url else os.path.normpath(in_repository(url))
 
 
 def shown(url: str) -> str:
@@ -51,11 +57,21 @@ def open_storage(url: str, cfg: TuneConfig) -> optuna.storages.BaseStorage:
                                   f"start the database server, or point {ENV_STORAGE} (or params.yaml tune.storage) "
                                   "at one that runs") from exc
     Path(url).parent.mkdir(parents=True, exist_ok=True)
-    try:  # reads the whole journal
-        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url, FlockLock(f"{url}.lock")))
+    try:
+        return journal_storage(url)
     except ValueError as exc:  # json.JSONDecodeError, or Optuna's "Invalid log format."
         raise CifarbenchError(f"{url}: the Optuna journal is damaged inside ({exc}). Move it aside (`mv {url} "
                               f"{url}.broken`) and run again: the studies start over") from exc
+
+
+def journal_storage(path: str) -> optuna.storages.JournalStorage:
+    """The journal file at `path` with cifarbench's lock (FlockLock), for any tool that opens it while studies
+    may run, e.g. Optuna's dashboard (`pip install optuna-dashboard`), from the repository root:
+
+        python -c "from optuna_dashboard import run_server; from cifarbench.tuning import journal_storage; run_server(journal_storage('optuna/studies.journal'))"
+
+    Reads the whole journal (a damaged one raises ValueError)."""
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path, FlockLock(f"{path}.lock")))
 
 
 def _rdb_storage(url: str, cfg: TuneConfig, attempts: int = 5) -> optuna.storages.RDBStorage:
@@ -88,8 +104,8 @@ class FlockLock:
         self.path, self.fd, self.timeout_s, self.repair = path, -1, timeout_s, repair
 
     def acquire(self) -> bool:
-        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
         deadline = time.monotonic() + self.timeout_s
+        fd = self._open(deadline)
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -109,6 +125,26 @@ class FlockLock:
         if self.repair and self.path.endswith(".lock"):
             _cut_torn_line(Path(self.path.removesuffix(".lock")))
         return True
+
+    def _open(self, deadline: float) -> int:
+        """The lock file, never through a symbolic link: Optuna's default journal lock is the link
+        `<journal>.lock` -> `<journal>` (made by a process that opens the journal without this lock, such as
+        `optuna-dashboard <journal>` saving a note), and opening it here would truncate the journal itself.
+        Such a link is removed when its writer is done: wait for that."""
+        while True:
+            try:
+                return os.open(self.path, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o644)
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:
+                    raise
+                if time.monotonic() > deadline:
+                    raise CifarbenchError(
+                        f"{self.path} is a symbolic link, Optuna's default journal lock, held for more than "
+                        f"{self.timeout_s:.0f} s by a process that opened the journal without cifarbench's lock "
+                        "(optuna-dashboard given the journal's path, or a script of your own), or left by one that "
+                        f"died. Stop that process, or, if none runs, remove the link (`rm {self.path}`), and run "
+                        "again") from None
+                time.sleep(0.05)
 
     def release(self) -> None:
         fd, self.fd = self.fd, -1
