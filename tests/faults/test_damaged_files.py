@@ -91,7 +91,7 @@ def test_the_train_stage_redoes_a_damaged_cell_result_and_rewrites_a_damaged_met
     write_json_atomic(metrics_path("smoke", "lenet5", "baseline"), {"status": "completed", "test_acc_mean": 0.5})
 
     def train() -> tuple[dict, str]:
-        out = train_stage(params.plan, params.tracking, ExecutorConfig())
+        out = train_stage(params.plan, params.tracking, ExecutorConfig(), params.data)
         return out, capfd.readouterr().err
 
     assert train()[0]["trained"] == 0  # no_bn recorded, nothing to train
