@@ -33,10 +33,11 @@ def test_layers_apply_in_order():
     assert base.train.epochs == PARAMS["architectures"]["lenet5"]["presets"]["default"]["train"]["epochs"]
     assert base.train.batch_size == PARAMS["presets"]["default"]["train"]["batch_size"]
     assert base.train.augment.policy == "standard"  # recipe
-    no_l2 = resolve_cell(plan, "lenet5", "no_l2", tuned={"lr": 0.01, "weight_decay": 1e-3})
+    tuned = {"lenet5": {"lr": 0.01, "weight_decay": 1e-3}}  # by tuned_key: lenet5's baseline study
+    no_l2 = resolve_cell(plan, "lenet5", "no_l2", tuned=tuned)
     assert no_l2.train.optimizer.weight_decay == 0.0  # the ablation wins over the tuned value
     assert no_l2.train.optimizer.lr == 0.01  # tuned lr is taken
-    assert resolve_cell(plan, "lenet5", "baseline", tuned={"lr": 0.01, "weight_decay": 1e-3}).train.optimizer.weight_decay == 1e-3
+    assert resolve_cell(plan, "lenet5", "baseline", tuned=tuned).train.optimizer.weight_decay == 1e-3
 
 
 def test_cells_equal_to_baseline_are_not_applicable():
@@ -109,7 +110,7 @@ TUNED = {"lr": 0.01, "weight_decay": 1e-3}
 def test_an_ablation_setting_its_own_weight_decay_keeps_it_and_takes_the_tuned_lr(ablation):
     spec = AblationSpec.model_validate(PARAMS["ablations"][ablation])
     assert tuned_values(spec, TUNED) == {"lr": 0.01}
-    cell = resolve_cell(parse(PARAMS).plan, "lenet5", ablation, tuned=TUNED)
+    cell = resolve_cell(parse(PARAMS).plan, "lenet5", ablation, tuned={"lenet5": TUNED})
     assert (cell.train.optimizer.lr, cell.train.optimizer.weight_decay) == (0.01, 0.0)
 
 
@@ -117,7 +118,7 @@ def test_an_ablation_setting_its_own_weight_decay_keeps_it_and_takes_the_tuned_l
 def test_every_other_ablation_takes_the_tuned_lr_and_weight_decay(ablation):
     spec = AblationSpec.model_validate(PARAMS["ablations"][ablation])
     assert tuned_values(spec, TUNED) == TUNED
-    cell = resolve_cell(parse(PARAMS).plan, "lenet5", ablation, tuned=TUNED)
+    cell = resolve_cell(parse(PARAMS).plan, "lenet5", ablation, tuned={"lenet5": TUNED})
     assert (cell.train.optimizer.lr, cell.train.optimizer.weight_decay) == (0.01, 1e-3)
 
 

@@ -30,8 +30,8 @@ from cifarbench.engine.fast import check_device
 from cifarbench.errors import CifarbenchError, command_main
 from cifarbench.execute import Executor, ExecutorConfig, running
 from cifarbench.io import atomic_path, read_json, write_json_atomic
-from cifarbench.paths import PARAMS, PREPARED, cell_dir, checkpoint_dir, curve_path, metrics_path, runs_of, tuned_path
-from cifarbench.plan import Cell, PlanConfig, all_cells, read_tuned
+from cifarbench.paths import PARAMS, PREPARED, cell_dir, checkpoint_dir, curve_path, metrics_path, runs_of
+from cifarbench.plan import Cell, PlanConfig, all_cells, read_tuned_values
 from cifarbench.runner import HISTORY_FIELDS, RunSpec, train_run
 from cifarbench.tracking import Tracker, provenance
 from cifarbench.tracking import tags as t
@@ -65,8 +65,7 @@ def train_stage(plan: PlanConfig, tracking: TrackingConfig, executor: ExecutorCo
     """Train and test every cell of the preset that is not already finished under its current key; returns
     {"cells": planned, "trained": newly finished, "runs": runs trained}. Raises naming the failed runs.
     Outputs of cells the plan no longer has are kept (the report leaves them out), or removed with `prune`."""
-    tuned = {arch: read_tuned(tuned_path(plan.preset, arch)) for arch in plan.architectures}
-    cells = checked_cells(plan, tuned)
+    cells = checked_cells(plan, read_tuned_values(plan))
     data = data_identity()
     stale = _stale_outputs(plan.preset, cells)
     if stale and prune:

@@ -19,10 +19,10 @@ import webbrowser
 from pathlib import Path
 
 from cifarbench.config import TrackingConfig
-from cifarbench.errors import ConfigError, command_main
+from cifarbench.errors import command_main
 from cifarbench.io import atomic_path, pid_alive, write_json_atomic
-from cifarbench.paths import DVC_LOCK, PARAMS, REPORTS, tuned_path
-from cifarbench.plan import PlanConfig, all_cells, read_tuned
+from cifarbench.paths import DVC_LOCK, PARAMS, REPORTS
+from cifarbench.plan import PlanConfig, all_cells, read_tuned_values
 from cifarbench.report import tables
 from cifarbench.report.render import Image, to_html, to_markdown
 from cifarbench.report.sections import Inputs, document
@@ -32,7 +32,7 @@ from cifarbench.tracking.tags import GIT_COMMIT, GIT_DIRTY
 
 
 def gather(plan: PlanConfig, tracking: TrackingConfig) -> Inputs:
-    tuned = {arch: _read_tuned(plan.preset, arch) for arch in plan.architectures}
+    tuned = read_tuned_values(plan, missing_ok=True)  # a study not yet run: no cell taking it has run either
     expected = tables.expected_cells(all_cells(plan, tuned), plan.ablations)
     uri = tracking_uri(tracking)
     runs, left_out = tables.select_current(load_runs(uri, tracking.experiment, plan.preset), expected)
@@ -58,13 +58,6 @@ def hide_password(uri: str) -> str:
     user_info, _, host = parts.netloc.rpartition("@")
     user = user_info.split(":", 1)[0]
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
-def _read_tuned(preset: str, arch: str) -> dict | None:
-    try:
-        return read_tuned(tuned_path(preset, arch))
-    except ConfigError:  # the tune stage has not run: no cell of this arch has either
-        return None
 
 
 def _digest(path: Path) -> str:
