@@ -208,7 +208,8 @@ def disclosure_section(plan: PlanConfig | None, tuned: Tuned) -> Section:
         Table(model_table(plan)),
         "How each baseline cell trains, and where its lr and weight decay come from:",
         Table(training_table(plan, tuned)),
-        Bullets(list(ORIGINS.values())),
+        Bullets([text for origin, text in ORIGINS.items()
+                 if origin != OWN_STUDY or any(a.tune == "own" for a in plan.ablations.values())]),
         data_text(plan.presets[plan.preset]),
         Strong(regime_text(plan)),
         "Where each side of each comparison takes its lr and weight decay (over the architectures where both "

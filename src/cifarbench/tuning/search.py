@@ -64,8 +64,8 @@ def make_search(plan: PlanConfig, cfg: TuneConfig, arch: str, storage: str, abla
             "startup": cfg.startup_trials, "pruner": cfg.pruner.model_dump(),
             "data": {k: data.get(k) for k in ("archive_md5", "val_size", "seed")}, "code": code_digest()}
     del storage  # where the study lives is not part of what it searches
-    for key in ("lr", "weight_decay"):  # overridden by every trial
-        what["cell"]["train"]["optimizer"].pop(key)
+    for value in ("lr", "weight_decay"):  # overridden by every trial
+        what["cell"]["train"]["optimizer"].pop(value)
     digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
     # The baseline's study keeps its name `<preset>/<arch>/<hash>`; an own study adds the ablation.
     return Search(cell, lr, wd, base.budget.tune_trials, f"{plan.preset}/{key}/{digest}", key)
