@@ -1,9 +1,9 @@
 """A tuning study's MLflow runs: a parent run `tune/<arch>` per study (kind TUNE; `tune/<arch>/<ablation>`
 for an ablation's own study) holding the best values, the trial counts and the parameter importances, with
 one nested run `tune/<arch>/trial<k>` (`tune/<arch>/<ablation>/trial<k>`) per trial (kind TUNE_TRIAL, tag
-STATE) holding its per-epoch validation metrics. Both carry the tags arch, ablation and preset. Client API only (no active run),
-so concurrent workers and trials never share state. Knows nothing of Optuna: cifarbench.tuning hands it
-plain values.
+STATE) holding its per-epoch validation metrics. Both carry the tags arch, ablation and preset. Client API
+only (no active run), so concurrent workers and trials never share state. Knows nothing of Optuna:
+cifarbench.tuning hands it plain values.
 """
 
 from __future__ import annotations
