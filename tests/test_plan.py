@@ -11,7 +11,11 @@ from cifarbench.config import TOP_LEVEL_KEYS
 from cifarbench.errors import ConfigError
 from cifarbench.params import Params, load, parse
 from cifarbench.pipeline import cell_key
-from cifarbench.plan import AblationSpec, all_cells, resolve_cell, tuned_values
+from cifarbench.io import write_json_atomic
+from cifarbench.paths import tuned_path
+from cifarbench.plan import (
+    AblationSpec, all_cells, read_tuned_values, resolve_cell, tuned_key, tuned_values, tuning_targets,
+)
 from small_params import PATH, small_params
 
 PARAMS = small_params()
@@ -33,10 +37,11 @@ def test_layers_apply_in_order():
     assert base.train.epochs == PARAMS["architectures"]["lenet5"]["presets"]["default"]["train"]["epochs"]
     assert base.train.batch_size == PARAMS["presets"]["default"]["train"]["batch_size"]
     assert base.train.augment.policy == "standard"  # recipe
-    no_l2 = resolve_cell(plan, "lenet5", "no_l2", tuned={"lr": 0.01, "weight_decay": 1e-3})
+    tuned = {"lenet5": {"lr": 0.01, "weight_decay": 1e-3}}  # by tuned_key: lenet5's baseline study
+    no_l2 = resolve_cell(plan, "lenet5", "no_l2", tuned=tuned)
     assert no_l2.train.optimizer.weight_decay == 0.0  # the ablation wins over the tuned value
     assert no_l2.train.optimizer.lr == 0.01  # tuned lr is taken
-    assert resolve_cell(plan, "lenet5", "baseline", tuned={"lr": 0.01, "weight_decay": 1e-3}).train.optimizer.weight_decay == 1e-3
+    assert resolve_cell(plan, "lenet5", "baseline", tuned=tuned).train.optimizer.weight_decay == 1e-3
 
 
 def test_cells_equal_to_baseline_are_not_applicable():
@@ -109,7 +114,7 @@ TUNED = {"lr": 0.01, "weight_decay": 1e-3}
 def test_an_ablation_setting_its_own_weight_decay_keeps_it_and_takes_the_tuned_lr(ablation):
     spec = AblationSpec.model_validate(PARAMS["ablations"][ablation])
     assert tuned_values(spec, TUNED) == {"lr": 0.01}
-    cell = resolve_cell(parse(PARAMS).plan, "lenet5", ablation, tuned=TUNED)
+    cell = resolve_cell(parse(PARAMS).plan, "lenet5", ablation, tuned={"lenet5": TUNED})
     assert (cell.train.optimizer.lr, cell.train.optimizer.weight_decay) == (0.01, 0.0)
 
 
@@ -117,7 +122,7 @@ def test_an_ablation_setting_its_own_weight_decay_keeps_it_and_takes_the_tuned_l
 def test_every_other_ablation_takes_the_tuned_lr_and_weight_decay(ablation):
     spec = AblationSpec.model_validate(PARAMS["ablations"][ablation])
     assert tuned_values(spec, TUNED) == TUNED
-    cell = resolve_cell(parse(PARAMS).plan, "lenet5", ablation, tuned=TUNED)
+    cell = resolve_cell(parse(PARAMS).plan, "lenet5", ablation, tuned={"lenet5": TUNED})
     assert (cell.train.optimizer.lr, cell.train.optimizer.weight_decay) == (0.01, 1e-3)
 
 
@@ -165,3 +170,74 @@ def test_a_preset_can_run_a_subset_of_an_architectures_ablations_and_names_the_r
     tree["architectures"]["lenet5"]["presets"]["default"]["ablations"] = ["aug_nothing"]
     with pytest.raises(ConfigError, match="architectures.lenet5.presets.default.ablations: aug_nothing"):
         parse(tree)
+
+
+# --- tune: own (no_bn searched without batch norm, issue #20) ----------------------------------------------
+
+OWN = {"vgg11": {"lr": 0.01, "weight_decay": 1e-3}, "vgg11/no_bn": {"lr": 0.002, "weight_decay": 2e-4},
+       "alexnet": {"lr": 0.01, "weight_decay": 1e-3}, "alexnet/no_bn": {"lr": 0.002, "weight_decay": 2e-4}}
+
+
+def test_a_tune_own_ablation_takes_its_own_studys_values_and_every_other_the_baselines():
+    plan = parse(with_changes(preset="default", ablations__no_bn__tune="own")).plan
+    values = lambda ablation, tuned=OWN: (  # noqa: E731
+        resolve_cell(plan, "vgg11", ablation, tuned).train.optimizer.lr,
+        resolve_cell(plan, "vgg11", ablation, tuned).train.optimizer.weight_decay)
+    assert tuned_key(plan, "vgg11", "no_bn") == "vgg11/no_bn" and tuned_key(plan, "vgg11", "dropout") == "vgg11"
+    assert values("no_bn") == (0.002, 2e-4)
+    assert values("baseline") == values("dropout") == (0.01, 1e-3)
+    assert values("no_l2") == (0.01, 0.0)  # the baseline's lr; its own weight decay 0
+    # without its own study's values (not tuned) no_bn keeps the recipe's, never the baseline's study's
+    assert values("no_bn", {"vgg11": OWN["vgg11"]}) == (0.05, 5.0e-4)
+    # without `tune: own` it takes the baseline's, as every ablation did before
+    assert resolve_cell(parse(with_changes(preset="default")).plan, "vgg11", "no_bn", OWN).train.optimizer.lr == 0.01
+
+
+def test_an_own_studys_values_never_make_a_cell_applicable():
+    """Whether an ablation changes the baseline is decided under the same tuned values on both sides: alexnet
+    (no batch norm in params_small) stays n/a for no_bn although its own values differ from the baseline's."""
+    plan = parse(with_changes(preset="default", ablations__no_bn__tune="own")).plan
+    assert "same config as baseline" in resolve_cell(plan, "alexnet", "no_bn", OWN).not_applicable
+    assert "no batch norm switch" in resolve_cell(plan, "lstm", "no_bn", OWN).not_applicable
+
+
+def test_the_tune_stage_plans_one_study_per_baseline_and_per_own_ablation_cell_the_preset_runs():
+    tree = with_changes(preset="default", ablations__no_bn__tune="own")
+    tree["architectures"]["resnet18"]["presets"]["default"]["ablations"] = ["aug_none"]  # no_bn not run here
+    targets = tuning_targets(parse(tree).plan)
+    # lenet5 and alexnet have no batch norm to remove (n/a), lstm no switch, resnet18 does not run no_bn
+    assert [t for t in targets if t[1] != "baseline"] == [("vgg11", "no_bn")]
+    assert [t for t in targets if t[1] == "baseline"] == [(a, "baseline") for a in PARAMS["architectures"]]
+    both = tuning_targets(parse(with_changes(preset="default", ablations__no_bn__tune="own")).plan)
+    assert [t for t in both if t[1] != "baseline"] == [("vgg11", "no_bn"), ("resnet18", "no_bn")]
+    assert tuning_targets(parse(with_changes(preset="default")).plan) == [
+        (a, "baseline") for a in PARAMS["architectures"]]  # no `tune: own`: the baseline studies only
+
+
+def test_tune_is_baseline_or_own_and_own_is_refused_where_it_cannot_work():
+    with pytest.raises(ConfigError, match=r"ablations\.no_bn\.tune"):
+        parse(with_changes(ablations__no_bn__tune="mine"))
+    with pytest.raises(ConfigError, match=r"ablations\.baseline\.tune: the baseline is always tuned by its own study"):
+        parse(with_changes(ablations__baseline__tune="own"))
+    tree = with_changes(ablations__no_bn__tune="own", ablations__no_bn__train={"optimizer": {"lr": 0.01}})
+    with pytest.raises(ConfigError, match=r"ablations\.no_bn\.tune: own, but the ablation sets its lr itself"):
+        parse(tree)
+    assert parse(with_changes(ablations__no_l2__tune="own")).plan.ablations["no_l2"].tune == "own"  # lr searched
+
+
+def test_the_tuned_values_reader_reads_every_study_the_plan_needs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tree = with_changes(preset="default", ablations__no_bn__tune="own")
+    tree["architectures"] = {a: tree["architectures"][a] for a in ("lenet5", "vgg11")}
+    plan = parse(tree).plan
+    with pytest.raises(ConfigError, match=r"runs/default/tuned/lenet5\.json not found: run `dvc repro`"):
+        read_tuned_values(plan)
+    assert read_tuned_values(plan, missing_ok=True) == {"lenet5": None, "vgg11": None, "vgg11/no_bn": None}
+    write_json_atomic(tuned_path("default", "lenet5"), {"tuned": True, "optimizer": OWN["vgg11"]})
+    write_json_atomic(tuned_path("default", "vgg11"), {"tuned": False, "optimizer": {"lr": 0.05}})  # not tuned
+    with pytest.raises(ConfigError, match=r"runs/default/tuned/vgg11/no_bn\.json not found"):
+        read_tuned_values(plan)
+    write_json_atomic(tmp_path / "runs/default/tuned/vgg11/no_bn.json", {"tuned": True, "optimizer": OWN["vgg11/no_bn"]})
+    tuned = read_tuned_values(plan)
+    assert tuned == {"lenet5": OWN["vgg11"], "vgg11": None, "vgg11/no_bn": OWN["vgg11/no_bn"]}
+    assert resolve_cell(plan, "vgg11", "no_bn", tuned).train.optimizer.lr == 0.002

@@ -16,7 +16,7 @@ from cifarbench.params import parse
 from cifarbench.plan import BASELINE, all_cells
 from cifarbench.report.build import gather, write_report
 from cifarbench.report.disclosure import (
-    ABLATION, RECIPE, TUNED, data_text, disclosure_section, model_table, origins_table, regime_text,
+    ABLATION, OWN_STUDY, RECIPE, TUNED, data_text, disclosure_section, model_table, origins_table, regime_text,
     training_table, value_origin,
 )
 from cifarbench.report.literature import PUBLISHED
@@ -114,6 +114,21 @@ def test_origins_table_says_which_side_of_each_comparison_carries_tuned_values()
     assert table.loc["batch norm", "wd: with / without"] == "tuned / tuned"
     untuned = origins_table(small_plan(), {})
     assert set(untuned["lr: with / without"]) == {"recipe / recipe"}
+
+
+def test_an_ablation_tuned_on_its_own_reads_tuned_own_study_on_its_side_of_each_comparison():
+    plan = small_plan(ablations__no_bn__tune="own")
+    own = {"vgg11/no_bn": {"lr": 0.01, "weight_decay": 1.0e-4}, "resnet18/no_bn": {"lr": 0.05, "weight_decay": 1.0e-4}}
+    assert value_origin("lr", plan.ablations["no_bn"], own["vgg11/no_bn"]) == OWN_STUDY == "tuned (own study)"
+    assert value_origin("lr", plan.ablations["no_bn"], None) == RECIPE  # the preset does not tune
+    table = origins_table(plan, TUNED_VALUES | own)
+    assert table.loc["batch norm", "lr: with / without"] == "tuned / tuned (own study)"
+    assert table.loc["batch norm", "wd: with / without"] == "tuned / tuned (own study)"
+    assert table.loc["dropout", "lr: with / without"] == "tuned / tuned"  # every other ablation: the baseline's
+    # an own study that has not run (values missing): that side is the recipe's, never the baseline's study's
+    assert origins_table(plan, TUNED_VALUES).loc["batch norm", "lr: with / without"] == "tuned / recipe"
+    text = [b for b in disclosure_section(plan, TUNED_VALUES | own).blocks if isinstance(b, str)]
+    assert any("`tune: own` (no_bn) is searched on its own cell" in b for b in text)
 
 
 def test_data_text_says_how_many_images_of_which_split_and_what_is_not_scored():

@@ -135,3 +135,25 @@ def test_runs_csv_has_one_plain_row_per_counted_run():
     keys = list(zip(table["arch"], table["ablation"], table["seed"]))
     assert len(table) == len(frame) and keys == sorted(keys)
     assert "mlflow.user" not in table.columns and "start_time" not in table.columns
+
+
+def test_the_tuning_table_has_a_row_per_study_own_studies_after_their_baseline():
+    """One row per study key (plan.tuned_key); a current study run written before studies carried the
+    ablation tag is its architecture's baseline study, and a newer baseline study run wins over it."""
+    from cifarbench.report.tables import tuning
+
+    at = lambda minute: pd.Timestamp(f"2026-01-01 00:{minute:02d}", tz="UTC")  # noqa: E731
+    studies = pd.DataFrame([
+        {"arch": "vgg11", "ablation": None, "start_time": at(0), "metrics.trials_complete": 3.0},  # before the tag
+        {"arch": "vgg11", "ablation": "baseline", "start_time": at(5), "metrics.trials_complete": 6.0},
+        {"arch": "vgg11", "ablation": "no_bn", "start_time": at(6), "metrics.trials_complete": 5.0,
+         "params.best.lr": "0.004"},
+        {"arch": "lenet5", "ablation": None, "start_time": at(1), "metrics.trials_complete": 4.0},
+    ])
+    tuned = {"lenet5": {"lr": 0.01}, "vgg11": {"lr": 0.05}, "vgg11/no_bn": {"lr": 0.004}, "resnet18": None,
+             "resnet18/no_bn": None}
+    table = tuning(studies, tuned, ["lenet5", "vgg11", "resnet18"])
+    assert list(table.index) == ["lenet5", "vgg11", "vgg11/no_bn", "resnet18", "resnet18/no_bn"]
+    assert table.loc["vgg11", "trials_complete"] == 6 and table.loc["lenet5", "trials_complete"] == 4
+    assert table.loc["vgg11/no_bn", "best_lr"] == 0.004 and table.loc["vgg11/no_bn", "tuned"]
+    assert table.loc["resnet18/no_bn", "study"] == "missing" and not table.loc["resnet18/no_bn", "tuned"]

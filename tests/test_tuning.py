@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -25,7 +26,7 @@ from cifarbench.errors import ConfigError
 from cifarbench.execute import ExecutorConfig
 from cifarbench.paths import tuned_path
 from cifarbench.params import parse
-from cifarbench.plan import read_tuned, resolve_cell
+from cifarbench.plan import read_tuned, read_tuned_values, resolve_cell
 from cifarbench.config import TrackingConfig
 from cifarbench.tracking import Tracker
 from cifarbench.tuning import ENV_STORAGE, Study, TuneConfig, make_search, tune_stage
@@ -281,3 +282,79 @@ def test_each_architecture_draws_its_own_trials_after_the_recipe(workdir):
     assert lenet5[0].recipe and lenet5[0].params == {"lr": 3e-3, "weight_decay": 5e-4}
     assert vgg11[0].recipe and vgg11[0].params["lr"] == tree["architectures"]["vgg11"]["train"]["optimizer"]["lr"]
     assert not lenet5[1].recipe and lenet5[1].params != vgg11[1].params
+
+
+# --- tune: own (issue #20): no_bn searched on its own cell --------------------------------------------------
+
+def own_params(trials: int = 2, epochs: int = 1) -> dict:
+    """lenet5 (no batch norm: no_bn is n/a, no own study) and vgg11 (batch norm in params_small), no_bn tuned
+    on its own."""
+    tree = params(trials=trials, epochs=epochs)
+    tree["architectures"]["vgg11"] = small_params()["architectures"]["vgg11"]
+    tree["tune"]["lr"]["momentum"] = [1.0e-3, 0.5]
+    tree["ablations"]["no_bn"]["tune"] = "own"
+    return tree
+
+
+def test_an_own_study_searches_the_ablations_cell_under_a_name_that_says_so(workdir):
+    tree = own_params()
+    plan, cfg = parse(tree).plan, TuneConfig.model_validate(tree["tune"])
+    url = str(workdir / STORAGE)
+    base, own = make_search(plan, cfg, "vgg11", url), make_search(plan, cfg, "vgg11", url, "no_bn")
+    assert re.fullmatch(r"smoke/vgg11/[0-9a-f]{12}", base.study) and base.key == "vgg11" and not base.own
+    assert re.fullmatch(r"smoke/vgg11/no_bn/[0-9a-f]{12}", own.study) and own.key == "vgg11/no_bn" and own.own
+    assert own.cell.model.batch_norm is False and base.cell.model.batch_norm is not False
+    assert (own.lr, own.weight_decay, own.trials) == (base.lr, base.weight_decay, base.trials)  # the same search
+    with pytest.raises(ConfigError, match="lenet5 has no batch norm switch|same config as baseline"):
+        make_search(plan, cfg, "lenet5", url, "no_bn")  # not applicable: no study
+    with pytest.raises(ConfigError, match="set `ablations.dropout.tune: own`"):
+        make_search(plan, cfg, "vgg11", url, "dropout")
+
+    tracker = Tracker.open(TrackingConfig(uri="sqlite:///mlflow.db"))
+    first = Study(own, cfg, url, tracker).ask(workdir / "data" / "prepared")
+    assert first.recipe and first.params == {"lr": 0.05, "weight_decay": 5.0e-4}  # no_bn's own recipe values
+    [parent] = tune_runs(workdir, "tune")
+    assert parent.info.run_name == "tune/vgg11/no_bn" and parent.data.tags["study"] == own.study
+    assert {k: parent.data.tags[k] for k in ("arch", "ablation", "preset")} == {
+        "arch": "vgg11", "ablation": "no_bn", "preset": "smoke"}
+    [trial] = tune_runs(workdir, "tune-trial")
+    assert trial.info.run_name == "tune/vgg11/no_bn/trial0" and trial.data.tags["ablation"] == "no_bn"
+
+
+def test_the_tune_stage_runs_no_bns_own_study_and_its_cells_take_its_values(workdir):
+    tree = own_params()
+    params = parse(tree)
+    out = tune_stage(params.plan, params.tune, params.tracking, LOCAL)
+
+    assert set(out) == {"lenet5", "vgg11", "vgg11/no_bn"}  # lenet5 has no batch norm: no study for its no_bn
+    assert json.loads(tuned_path("smoke", "vgg11", "no_bn").read_text()) == out["vgg11/no_bn"]
+    assert json.loads(tuned_path("smoke", "vgg11").read_text()) == out["vgg11"]
+    assert not tuned_path("smoke", "lenet5", "no_bn").exists()
+    own = out["vgg11/no_bn"]
+    assert own["study"].startswith("smoke/vgg11/no_bn/") and "no_bn" not in out["vgg11"]["study"]
+    assert own["trials"]["complete"] + own["trials"]["pruned"] == 2 and own["trials"]["failed"] == 0
+    journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(workdir / STORAGE)))
+    assert {s.study_name for s in optuna.get_all_study_summaries(journal)} == {r["study"] for r in out.values()}
+    assert study_trials(workdir, own["study"])[0].params == {"lr": 0.05, "weight_decay": 5.0e-4}  # the recipe
+
+    parents = {r.info.run_name: r for r in tune_runs(workdir, "tune")}
+    assert set(parents) == {"tune/lenet5", "tune/vgg11", "tune/vgg11/no_bn"}
+    assert parents["tune/vgg11/no_bn"].data.tags["cifarbench.current"] == "true"
+    assert parents["tune/vgg11"].data.tags["cifarbench.current"] == "true"  # each study its own current run
+    assert {r.info.run_name for r in tune_runs(workdir, "tune-trial") if r.data.tags["ablation"] == "no_bn"} == {
+        "tune/vgg11/no_bn/trial0", "tune/vgg11/no_bn/trial1"}
+
+    tuned = read_tuned_values(params.plan)
+    assert tuned == {key: summary["optimizer"] if summary["tuned"] else None for key, summary in out.items()}
+    no_bn, dropout = (resolve_cell(params.plan, "vgg11", a, tuned).train.optimizer for a in ("no_bn", "dropout"))
+    assert (no_bn.lr, no_bn.weight_decay) == tuple(own["optimizer"].values())
+    assert (dropout.lr, dropout.weight_decay) == tuple(out["vgg11"]["optimizer"].values())
+
+
+def test_a_preset_without_trials_writes_untuned_files_for_own_studies_too(workdir):
+    params = parse(own_params(trials=0))
+    out = tune_stage(params.plan, params.tune, params.tracking, LOCAL)
+    assert set(out) == {"lenet5", "vgg11", "vgg11/no_bn"} and not any(s["tuned"] for s in out.values())
+    assert read_tuned_values(params.plan) == {"lenet5": None, "vgg11": None, "vgg11/no_bn": None}
+    assert resolve_cell(params.plan, "vgg11", "no_bn", read_tuned_values(params.plan)).train.optimizer.lr == 0.05
+    assert not (workdir / "mlflow.db").exists()

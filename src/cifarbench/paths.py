@@ -5,7 +5,8 @@ reads them there), and tests/test_dvc_deps.py checks the code side of dvc.yaml.
     params.yaml                                         the parameters (cifarbench.params)
     data/raw/cifar-10-python.tar.gz                     download: the verified archive
     data/prepared/                                      prepare: {train,val,test}-{images,labels}.npy, info.json
-    runs/<preset>/tuned/<arch>.json                     tune: best lr / weight decay
+    runs/<preset>/tuned/<arch>.json                     tune: best lr / weight decay of the baseline's study
+    runs/<preset>/tuned/<arch>/<ablation>.json          tune: the same, of a `tune: own` ablation's study
     runs/<preset>/cells/<arch>/<ablation>/              train: result.json (key, per-seed results),
                                                         history.csv, models/seed<k>.pt
     runs/<preset>/metrics/<arch>/<ablation>.json        train: the cell's metrics (`dvc metrics show`)
@@ -47,8 +48,10 @@ def runs_of(preset: str, kind: str) -> Path:
     return RUNS / preset / kind
 
 
-def tuned_path(preset: str, arch: str) -> Path:
-    return runs_of(preset, "tuned") / f"{arch}.json"
+def tuned_path(preset: str, arch: str, ablation: str | None = None) -> Path:
+    """The tuned values of arch's baseline study, or (`ablation`) of that ablation's own study."""
+    tuned = runs_of(preset, "tuned")
+    return tuned / f"{arch}.json" if ablation is None else tuned / arch / f"{ablation}.json"
 
 
 def cell_dir(preset: str, arch: str, ablation: str) -> Path:

@@ -13,7 +13,6 @@ runs out over every core, GPU and machine replaces ~100 stages of ~2.4 s overhea
 from __future__ import annotations
 
 import csv
-import dataclasses
 import functools
 import hashlib
 import json
@@ -30,8 +29,8 @@ from cifarbench.engine.fast import check_device
 from cifarbench.errors import CifarbenchError, command_main
 from cifarbench.execute import Executor, ExecutorConfig, running
 from cifarbench.io import DamagedFile, atomic_path, read_checked_json, read_json, write_json_atomic
-from cifarbench.paths import PARAMS, PREPARED, cell_dir, checkpoint_dir, curve_path, metrics_path, runs_of, tuned_path
-from cifarbench.plan import Cell, PlanConfig, all_cells, read_tuned
+from cifarbench.paths import PARAMS, PREPARED, cell_dir, checkpoint_dir, curve_path, metrics_path, runs_of
+from cifarbench.plan import Cell, PlanConfig, all_cells, read_tuned_values
 from cifarbench.runner import HISTORY_FIELDS, RunSpec, train_run
 from cifarbench.tracking import Tracker, provenance
 from cifarbench.tracking import tags as t
@@ -67,8 +66,7 @@ def train_stage(plan: PlanConfig, tracking: TrackingConfig, executor: ExecutorCo
     the params' data section, whose URL each MLflow run names as its datasets' source); returns
     {"cells": planned, "trained": newly finished, "runs": runs trained}. Raises naming the failed runs.
     Outputs of cells the plan no longer has are kept (the report leaves them out), or removed with `prune`."""
-    tuned = {arch: read_tuned(tuned_path(plan.preset, arch)) for arch in plan.architectures}
-    cells = checked_cells(plan, tuned)
+    cells = checked_cells(plan, read_tuned_values(plan))
     data = data_identity()
     stale = _stale_outputs(plan.preset, cells)
     if stale and prune:

@@ -11,6 +11,9 @@ A cell's config is built from params.yaml by merging, in this order (later wins)
 
 Which ablations take the tuned values is one rule, `tuned_values`: every ablation takes the tuned learning
 rate and weight decay except a value it sets itself (`no_reg`, `no_l2` and `l1` set weight decay to 0).
+Whose tuned values: the baseline's study's, except for an ablation with `tune: own` (no_bn), whose cells
+take the values of a study of their own (`tuning_targets` lists the studies a preset runs, `tuned_key`
+names the one a cell takes, `read_tuned_values` reads them all).
 An ablation that resolves to the baseline's own config for an
 architecture (dropout where the paper already uses it, no_bn where there is no batch norm) is not run:
 the cell is marked not applicable, with the reason.
@@ -21,6 +24,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -32,10 +36,14 @@ from cifarbench.engine import TrainConfig
 from cifarbench.engine.config import MAX_EPOCHS
 from cifarbench.errors import ConfigError
 from cifarbench.models import ModelConfig, model_info
+from cifarbench.paths import tuned_path
 from cifarbench.tuned_file import read_tuned_file
 
 BASELINE = "baseline"
 Tree = dict[str, Any]
+# What the tune stage found, by tuned_key: "vgg11" (the baseline's study) or "vgg11/no_bn" (an ablation's own
+# study) -> {"lr": .., "weight_decay": ..}, or None where the preset does not tune (the recipe's values stand).
+Tuned = Mapping[str, Tree | None]
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 
@@ -98,8 +106,16 @@ class AblationSpec(Section):
     group: Literal["baseline", "regularization", "augmentation"]
     about: str
     buys: Buys | None = None  # None for the baseline: the reference, not a question
+    tune: Literal["baseline", "own"] = Field(
+        "baseline", description="whose tuned lr/weight decay the cells take: the baseline's study, or a study "
+        "of this ablation's own cell (same search; for a change that moves the best lr, e.g. no batch norm)")
     model: Tree = {}
     train: Tree = {}
+
+    def sets_optimizer(self, key: str) -> bool:
+        """Whether this ablation sets optimizer value `key` itself (no_l2: weight_decay), which no tuning changes."""
+        own = self.train.get("optimizer")
+        return isinstance(own, dict) and key in own  # a malformed one is refused by TrainConfig, naming the key
 
 
 class PlanConfig(Section):
@@ -153,6 +169,13 @@ def check_plan(plan: PlanConfig) -> None:
         if unknown:
             raise ConfigError(f"params.yaml: architectures.{arch}.presets.{plan.preset}.ablations: {', '.join(unknown)} "
                               f"not in `ablations`: {', '.join(plan.ablations)}")
+    if plan.ablations[BASELINE].tune != "baseline":
+        raise ConfigError(f"params.yaml: ablations.{BASELINE}.tune: the baseline is always tuned by its own study; "
+                          "remove the key")
+    for name, spec in plan.ablations.items():
+        if spec.tune == "own" and spec.sets_optimizer("lr"):
+            raise ConfigError(f"params.yaml: ablations.{name}.tune: own, but the ablation sets its lr itself: its "
+                              "study would search an lr its cells never take; remove `tune: own` or the lr")
 
 
 def deep_merge(base: Tree, override: Tree) -> Tree:
@@ -165,7 +188,8 @@ def deep_merge(base: Tree, override: Tree) -> Tree:
     return out
 
 
-def _layers(plan: PlanConfig, arch: str, ablation: str | None, tuned: Tree | None) -> list[tuple[str, Tree]]:
+def _layers(plan: PlanConfig, arch: str, ablation: str | None, tuned: Tree | None,
+            tuned_by: str = "") -> list[tuple[str, Tree]]:
     spec, budget = plan.architectures[arch], plan.presets[plan.preset]
     arch_budget = spec.presets.get(plan.preset, ArchitectureBudget())
     layers = [
@@ -176,22 +200,26 @@ def _layers(plan: PlanConfig, arch: str, ablation: str | None, tuned: Tree | Non
     ]
     abl = plan.ablations[ablation] if ablation is not None else None
     if taken := tuned_values(abl, tuned):
-        layers.append((f"tuned values for {arch}", {"train": {"optimizer": taken}}))
+        layers.append((f"tuned values of {tuned_by or arch}", {"train": {"optimizer": taken}}))
     if abl is not None:
         layers.append((f"ablations.{ablation}", {"model": abl.model, "train": abl.train}))
     return layers
 
 
 def tuned_values(ablation: AblationSpec | None, tuned: Tree | None) -> Tree:
-    """The tuned optimizer values (tune stage: {"lr": .., "weight_decay": ..}) a cell of `ablation` takes.
+    """Of the tuned optimizer values `tuned` (one study's: {"lr": .., "weight_decay": ..}), those a cell of
+    `ablation` takes: all, except a value the ablation sets itself. `no_reg`, `no_l2` and `l1` set
+    `train.optimizer.weight_decay: 0` to measure what weight decay buys, and the tuned value would undo
+    exactly that; they still take the tuned lr. None or {} (the preset does not tune) gives {}: the recipe's
+    values stand. Which study's values `tuned` holds is `tuned_key`'s choice."""
+    return {key: value for key, value in (tuned or {}).items() if ablation is None or not ablation.sets_optimizer(key)}
 
-    Tuning searches the baseline's lr and weight decay; every ablation takes them, except a value the
-    ablation sets itself: `no_reg`, `no_l2` and `l1` set `train.optimizer.weight_decay: 0` to measure what
-    weight decay buys, and the tuned value would undo exactly that. They still take the tuned lr. None or
-    {} (the preset does not tune) gives {}: the recipe's values stand."""
-    own = ablation.train.get("optimizer") if ablation is not None else None
-    own = own if isinstance(own, dict) else {}  # a malformed one is refused by TrainConfig, naming the key
-    return {key: value for key, value in (tuned or {}).items() if key not in own}
+
+def tuned_key(plan: PlanConfig, arch: str, ablation: str) -> str:
+    """The study whose tuned values cell (arch, ablation) takes: `arch` (its baseline's study) for every
+    ablation but one with `tune: own`, which takes `arch/ablation` (a study of its own cell: an lr tuned with
+    batch norm is often far too high without it, and no_bn would measure that mismatch, not batch norm)."""
+    return f"{arch}/{ablation}" if ablation != BASELINE and plan.ablations[ablation].tune == "own" else arch
 
 
 def _validate(layers: list[tuple[str, Tree]], arch: str, where: str) -> tuple[ModelConfig, TrainConfig]:
@@ -223,26 +251,32 @@ def _has_path(tree: Tree, path: list[str]) -> bool:
     return True
 
 
-def resolve_cell(plan: PlanConfig, arch: str, ablation: str, tuned: Tree | None = None) -> Cell:
+def resolve_cell(plan: PlanConfig, arch: str, ablation: str, tuned: Tuned | None = None) -> Cell:
+    """Cell (arch, ablation) of the preset, with the tuned values it takes from `tuned` (by `tuned_key`)."""
     if arch not in plan.architectures:
         raise ConfigError(f"architecture {arch!r} is not in params.yaml `architectures`: {', '.join(plan.architectures)}")
     if ablation not in plan.ablations:
         raise ConfigError(f"ablation {ablation!r} is not in params.yaml `ablations`: {', '.join(plan.ablations)}")
     where = f"cell {arch}/{ablation}"
     abl, budget = plan.ablations[ablation], plan.presets[plan.preset]
+    tuned, key = tuned or {}, tuned_key(plan, arch, ablation)
     info = model_info(arch)
     reason = None
     if "batch_norm" in abl.model and not info.has_batch_norm_switch:
         reason = f"{arch} has no batch norm switch"
         abl = abl.model_copy(update={"model": {k: v for k, v in abl.model.items() if k != "batch_norm"}})
         plan = plan.model_copy(update={"ablations": {**plan.ablations, ablation: abl}})
-    model, train = _validate(_layers(plan, arch, ablation, tuned), arch, where)
+    model, train = _validate(_layers(plan, arch, ablation, tuned.get(key), key), arch, where)
     listed = plan.architectures[arch].presets.get(plan.preset, ArchitectureBudget()).ablations
     if reason is None and ablation != BASELINE and listed is not None and ablation not in listed:
         reason = f"not in preset {plan.preset} for {arch} (cost; architectures.{arch}.presets.{plan.preset}.ablations)"
     if ablation != BASELINE and reason is None:
-        base_model, base_train = _validate(_layers(plan, arch, BASELINE, tuned), arch, f"cell {arch}/{BASELINE}")
-        if _effective(base_model, info) == _effective(model, info) and base_train == train:
+        # Compared under the same (the baseline's) tuned values: whether the ablation changes anything does not
+        # depend on which study tuned it, so it decides whether an own study runs at all (tuning_targets).
+        base = tuned.get(arch)
+        base_model, base_train = _validate(_layers(plan, arch, BASELINE, base), arch, f"cell {arch}/{BASELINE}")
+        same_train = train if key == arch else _validate(_layers(plan, arch, ablation, base), arch, where)[1]
+        if _effective(base_model, info) == _effective(model, info) and base_train == same_train:
             reason = f"same config as {BASELINE} for {arch}"
     return Cell(arch, ablation, abl.group, abl.about, plan.preset, budget, model, train, reason)
 
@@ -254,14 +288,25 @@ def _effective(model: ModelConfig, info) -> tuple:
     return model.name, model.width, batch_norm, dropout, model.stem_stride
 
 
-def all_cells(plan: PlanConfig, tuned: dict[str, Tree] | None = None) -> list[Cell]:
+def all_cells(plan: PlanConfig, tuned: Tuned | None = None) -> list[Cell]:
     """Every cell, validated: called before any training so bad params fail first."""
-    tuned = tuned or {}
-    return [resolve_cell(plan, a, b, tuned.get(a)) for a in plan.architectures for b in plan.ablations]
+    return [resolve_cell(plan, a, b, tuned) for a in plan.architectures for b in plan.ablations]
+
+
+def tuning_targets(plan: PlanConfig) -> list[tuple[str, str]]:
+    """The (arch, ablation) cells the preset's tune stage runs a study for: every architecture's baseline,
+    and each `tune: own` ablation's cell where the preset runs it (not one outside the preset's `ablations`
+    list for the architecture, nor one not applicable: no_bn of a network without batch norm)."""
+    targets = []
+    for arch in plan.architectures:
+        targets.append((arch, BASELINE))
+        targets += [(arch, name) for name, spec in plan.ablations.items() if name != BASELINE and spec.tune == "own"
+                    and resolve_cell(plan, arch, name).not_applicable is None]
+    return targets
 
 
 def read_tuned(path: Path) -> Tree | None:
-    """The tune stage's best {lr, weight_decay} for one architecture, or None when the preset does not tune.
+    """One study's tuned {lr, weight_decay} from its file, or None when the preset does not tune.
 
     The file (written by cifarbench.tuning) holds {"tuned": bool, "optimizer": {"lr": .., "weight_decay": ..}, ...}.
     """
@@ -270,3 +315,13 @@ def read_tuned(path: Path) -> Tree | None:
     values = read_tuned_file(path)
     return values.get("optimizer") if values.get("tuned") else None
 
+
+def read_tuned_values(plan: PlanConfig, missing_ok: bool = False) -> dict[str, Tree | None]:
+    """Every tuned value the plan's cells take, by tuned_key: the files of the studies `tuning_targets` lists
+    (runs/<preset>/tuned/<arch>.json and <arch>/<ablation>.json). A missing file is an error naming the fix,
+    or with `missing_ok` (the report of a plan not yet tuned) None: the recipe's values."""
+    out: dict[str, Tree | None] = {}
+    for arch, ablation in tuning_targets(plan):
+        path = tuned_path(plan.preset, arch, None if ablation == BASELINE else ablation)
+        out[tuned_key(plan, arch, ablation)] = None if missing_ok and not path.is_file() else read_tuned(path)
+    return out

@@ -20,10 +20,10 @@ import webbrowser
 from pathlib import Path
 
 from cifarbench.config import TrackingConfig
-from cifarbench.errors import ConfigError, command_main
+from cifarbench.errors import command_main
 from cifarbench.io import atomic_path, pid_alive, write_json_atomic
-from cifarbench.paths import DVC_LOCK, PARAMS, REPORTS, tuned_path
-from cifarbench.plan import PlanConfig, all_cells, read_tuned
+from cifarbench.paths import DVC_LOCK, PARAMS, REPORTS
+from cifarbench.plan import PlanConfig, all_cells, read_tuned_values
 from cifarbench.redact import mask_credentials
 from cifarbench.report import tables
 from cifarbench.report.render import Image, to_html, to_markdown
@@ -36,7 +36,7 @@ ATTACHED = ("comparison.md", "comparison.html", "metrics.json", "runs.csv")  # w
 
 
 def gather(plan: PlanConfig, tracking: TrackingConfig) -> Inputs:
-    tuned = {arch: _read_tuned(plan.preset, arch) for arch in plan.architectures}
+    tuned = read_tuned_values(plan, missing_ok=True)  # a study not yet run: no cell taking it has run either
     expected = tables.expected_cells(all_cells(plan, tuned), plan.ablations)
     uri = tracking_uri(tracking)
     runs, left_out = tables.select_current(load_runs(uri, tracking.experiment, plan.preset), expected)
@@ -53,11 +53,6 @@ def gather(plan: PlanConfig, tracking: TrackingConfig) -> Inputs:
     )  # fmt: skip
 
 
-def _read_tuned(preset: str, arch: str) -> dict | None:
-    try:
-        return read_tuned(tuned_path(preset, arch))
-    except ConfigError:  # the tune stage has not run: no cell of this arch has either
-        return None
 
 
 def _digest(path: Path) -> str:
@@ -78,7 +73,7 @@ def write_report(inputs: Inputs, out: Path = REPORTS) -> dict:
     return metrics
 
 
-def runs_table(runs) -> "pd.DataFrame":
+def runs_table(runs):
     """The runs the report counts, one row each: identity, outcome, cost and config, plain column names
     (`metrics.`, `params.` and `tags.` prefixes dropped, MLflow's bookkeeping left out)."""
     keep = [c for c in runs.columns if c.startswith(("metrics.", "params.")) or c in

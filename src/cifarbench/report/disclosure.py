@@ -18,13 +18,17 @@ import torch.nn as nn
 from cifarbench.models import ModelConfig, build_model_from, model_info
 from cifarbench.models.paper import paper_facts
 from cifarbench.models.profile import count_parameters
-from cifarbench.plan import BASELINE, AblationSpec, Budget, Cell, PlanConfig, all_cells, resolve_cell, tuned_values
+from cifarbench.plan import (
+    BASELINE, AblationSpec, Budget, Cell, PlanConfig, Tuned, all_cells, resolve_cell, tuned_key, tuned_values,
+)
 from cifarbench.report.render import Bullets, Section, Strong, Table
 
 OFFICIAL_TEST = 10_000  # images in CIFAR-10's official test batch
-TUNED, RECIPE, ABLATION = "tuned", "recipe", "ablation"
+TUNED, OWN_STUDY, RECIPE, ABLATION = "tuned", "tuned (own study)", "recipe", "ablation"
 ORIGINS = {
     TUNED: "tuned = Optuna's best for the architecture's baseline cell, searched on validation images",
+    OWN_STUDY: "tuned (own study) = Optuna's best for this ablation's own cell, searched the same way (`tune: own`, "
+               "e.g. no_bn: an lr tuned with batch norm is often far too high without it)",
     RECIPE: "recipe = params.yaml's hand-set value (the recipe, or this architecture's or preset's override of it)",
     ABLATION: "ablation = set by the ablation itself (e.g. no_l2's weight decay 0)",
 }
@@ -33,17 +37,20 @@ OPTIMIZER_NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
 
 def value_origin(key: str, ablation: AblationSpec, tuned: dict | None) -> str:
     """Where a cell's optimizer value `key` ("lr" or "weight_decay") comes from, by plan.tuned_values' rule:
-    the ablation's own value, else the tuned one where the preset tuned it, else the hand-set recipe's."""
-    # An ablation tuned by a study of its own (e.g. no_bn searched without batch norm) is one more case here,
-    # first: `if <the ablation's own-study flag>: return OWN_STUDY`.
+    the ablation's own value, else the tuned one where the preset tuned it (by the ablation's own study for
+    `tune: own`), else the hand-set recipe's. `tuned`: the values of the study the cell takes (plan.tuned_key)."""
     if key in tuned_values(ablation, tuned):
-        return TUNED
-    own = ablation.train.get("optimizer")
-    return ABLATION if isinstance(own, dict) and key in own else RECIPE
+        return OWN_STUDY if ablation.tune == "own" else TUNED
+    return ABLATION if ablation.sets_optimizer(key) else RECIPE
 
 
-def baselines(plan: PlanConfig, tuned: dict[str, dict | None]) -> dict[str, Cell]:
-    return {arch: resolve_cell(plan, arch, BASELINE, tuned.get(arch)) for arch in plan.architectures}
+def cell_origin(key: str, plan: PlanConfig, tuned: Tuned, arch: str, ablation: str) -> str:
+    """value_origin for cell (arch, ablation), given every study's values (plan.read_tuned_values)."""
+    return value_origin(key, plan.ablations[ablation], tuned.get(tuned_key(plan, arch, ablation)))
+
+
+def baselines(plan: PlanConfig, tuned: Tuned) -> dict[str, Cell]:
+    return {arch: resolve_cell(plan, arch, BASELINE, tuned) for arch in plan.architectures}
 
 
 @functools.lru_cache(maxsize=64)
@@ -85,7 +92,7 @@ def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
-def training_table(plan: PlanConfig, tuned: dict[str, dict | None]) -> pd.DataFrame:
+def training_table(plan: PlanConfig, tuned: Tuned) -> pd.DataFrame:
     """Per architecture, how its baseline cell trains, with the origin of its lr and weight decay."""
     hand_set = baselines(plan, {})
     rows = {}
@@ -105,7 +112,7 @@ def training_table(plan: PlanConfig, tuned: dict[str, dict | None]) -> pd.DataFr
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("arch")
 
 
-def _origin_text(key: str, plan: PlanConfig, arch: str, tuned: dict, hand_set: Cell) -> str:
+def _origin_text(key: str, plan: PlanConfig, arch: str, tuned: Tuned, hand_set: Cell) -> str:
     origin = value_origin(key, plan.ablations[BASELINE], tuned.get(arch))
     if origin == TUNED and tuned[arch][key] == getattr(hand_set.train.optimizer, key):
         return "tuned: the recipe's value won"  # trial 0 of every study is the recipe's own lr and wd
@@ -118,7 +125,7 @@ def _optimizer(opt) -> str:
     return OPTIMIZER_NAMES.get(opt.name, opt.name)
 
 
-def origins_table(plan: PlanConfig, tuned: dict[str, dict | None]) -> pd.DataFrame:
+def origins_table(plan: PlanConfig, tuned: Tuned) -> pd.DataFrame:
     """Per technique (an ablation's `buys`): its two cells and where each side's lr and weight decay come
     from, over the architectures where both cells run ("tuned; recipe for lstm" where they differ)."""
     cells = {(c.arch, c.ablation): c for c in all_cells(plan, tuned)}
@@ -133,8 +140,7 @@ def origins_table(plan: PlanConfig, tuned: dict[str, dict | None]) -> pd.DataFra
             continue
         archs = [a for a in plan.architectures if all(cells[(a, s)].not_applicable is None for s in sides)]
         for key, label in (("lr", "lr: with / without"), ("weight_decay", "wd: with / without")):
-            row[label] = _summary({a: " / ".join(value_origin(key, plan.ablations[s], tuned.get(a)) for s in sides)
-                                   for a in archs})
+            row[label] = _summary({a: " / ".join(cell_origin(key, plan, tuned, a, s) for s in sides) for a in archs})
         rows[spec.buys.technique] = row
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("technique")
 
@@ -191,7 +197,7 @@ def regime_text(plan: PlanConfig) -> str:
             "each architecture, not a ranking of the papers' models.")
 
 
-def disclosure_section(plan: PlanConfig | None, tuned: dict[str, dict | None]) -> Section:
+def disclosure_section(plan: PlanConfig | None, tuned: Tuned) -> Section:
     title = "0. What was trained"
     if plan is None:
         return Section("disclosure", title, "No plan was given to this report.", [])
@@ -202,12 +208,15 @@ def disclosure_section(plan: PlanConfig | None, tuned: dict[str, dict | None]) -
         Table(model_table(plan)),
         "How each baseline cell trains, and where its lr and weight decay come from:",
         Table(training_table(plan, tuned)),
-        Bullets(list(ORIGINS.values())),
+        Bullets([text for origin, text in ORIGINS.items()
+                 if origin != OWN_STUDY or any(a.tune == "own" for a in plan.ablations.values())]),
         data_text(plan.presets[plan.preset]),
         Strong(regime_text(plan)),
         "Where each side of each comparison takes its lr and weight decay (over the architectures where both "
         "cells run). Tuned values are searched for the baseline cell and reused as they are by every cell that "
-        "takes them: in dropout − baseline, for one, only the baseline side trains with values searched for it.",
+        "takes them: in dropout − baseline, for one, only the baseline side trains with values searched for it. "
+        "An ablation marked `tune: own` (no_bn) is searched on its own cell instead, so that side trains at the "
+        "values best for it.",
         Table(origins_table(plan, tuned)),
     ]
     return Section("disclosure", title, "What this preset trained, before any result: read the leaderboard and "

@@ -32,7 +32,7 @@ class Inputs:
     left_out: pd.DataFrame   # current runs of the preset that are not this plan's (other params, dropped cells)
     histories: pd.DataFrame  # tracking.read.load_histories of `runs`
     studies: pd.DataFrame    # tracking.read.load_tuning
-    tuned: dict              # arch -> tuned {lr, weight_decay} or None (recipe values)
+    tuned: dict              # plan.read_tuned_values: study key (arch, arch/ablation) -> {lr, weight_decay} or None
     provenance: dict[str, str]  # what the runs' tags do not say: this report's commit, dvc.lock digest, store
     plan: PlanConfig | None = None  # what was trained (the disclosure section); None: that section says so
 
@@ -347,9 +347,10 @@ def tuning_section(inp: Inputs) -> Section:
                     "val acc % over complete trials", "complete", "pruned", "failed", "pruned share",
                     "importance lr", "importance wd"]
     return Section("tuning", "6. Tuning", "Optuna's best learning rate and weight decay per architecture (validation "
-                   "split only). Trial 0 of every study is the recipe's own lr/wd, never pruned: 'gain' is the best "
-                   "trial's validation accuracy minus the recipe's, same seed and epochs; the spread shows how much "
-                   "the search space matters; importance says which of the two mattered more.", [Table(show)])
+                   "split only), and per ablation tuned on its own cell (`tune: own`, rows `<arch>/<ablation>`). "
+                   "Trial 0 of every study is the cell's recipe lr/wd, never pruned: 'gain' is the best trial's "
+                   "validation accuracy minus the recipe's, same seed and epochs; the spread shows how much the "
+                   "search space matters; importance says which of the two mattered more.", [Table(show)])
 
 
 def provenance_section(inp: Inputs) -> Section:

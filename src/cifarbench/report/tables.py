@@ -251,15 +251,18 @@ def pareto_front(cost: pd.Series, acc: pd.Series) -> pd.Series:
 
 
 def tuning(studies: pd.DataFrame, tuned: dict[str, dict | None], archs: list[str]) -> pd.DataFrame:
-    """Per architecture: the tune stage's choice (from its file) and the study's trials (from MLflow)."""
-    by_arch = studies.set_index("arch") if len(studies) else pd.DataFrame()
+    """Per study, by plan.tuned_key (each architecture's baseline study `vgg11`, then the own studies in
+    `tuned`, `vgg11/no_bn`): the tune stage's choice (from its file) and the study's trials (from MLflow)."""
+    by_key = study_rows(studies)
+    order = {arch: i for i, arch in enumerate(archs)}
+    keys = sorted({*archs, *tuned}, key=lambda k: (order.get(k.split("/")[0], len(archs)), k))
     rows = []
-    for arch in archs:
-        s = by_arch.loc[arch] if arch in by_arch.index else pd.Series(dtype=object)
+    for key in keys:
+        s = by_key.loc[key] if key in by_key.index else pd.Series(dtype=object)
         complete, pruned, failed = (s.get(f"metrics.trials_{k}", np.nan) for k in ("complete", "pruned", "failed"))
         total = np.nansum([complete, pruned, failed])
         rows.append({
-            "arch": arch, "tuned": tuned.get(arch) is not None, "study": "found" if len(s) else "missing",
+            "arch": key, "tuned": tuned.get(key) is not None, "study": "found" if len(s) else "missing",
             "best_lr": _num(s.get("params.best.lr")), "best_weight_decay": _num(s.get("params.best.weight_decay")),
             "best_val_acc": s.get("metrics.best_val_acc", np.nan),
             "recipe_val_acc": s.get("metrics.recipe_val_acc", np.nan),
@@ -271,6 +274,19 @@ def tuning(studies: pd.DataFrame, tuned: dict[str, dict | None], archs: list[str
             "importance_weight_decay": s.get("metrics.importance.weight_decay", np.nan),
         })  # fmt: skip
     return pd.DataFrame(rows).set_index("arch")
+
+
+def study_rows(studies: pd.DataFrame) -> pd.DataFrame:
+    """load_tuning's rows by study key (`arch`, or `arch/ablation` for an own study), the latest per key: a
+    baseline study's run written before the ablation tag existed has none, and a newer one may not have
+    retired it (it matched on the ablation tag)."""
+    if not len(studies):
+        return pd.DataFrame()
+    ablation = studies.get("ablation", pd.Series(index=studies.index, dtype=object)).fillna(BASELINE)
+    keys = studies["arch"].where(ablation == BASELINE, studies["arch"] + "/" + ablation)
+    latest = studies.assign(key=keys).sort_values("start_time", kind="stable") if "start_time" in studies \
+        else studies.assign(key=keys)
+    return latest.drop_duplicates("key", keep="last").set_index("key")
 
 
 def distinct(runs: pd.DataFrame, column: str) -> str:

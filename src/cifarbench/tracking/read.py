@@ -1,7 +1,7 @@
 """The pipeline's current MLflow runs as pandas DataFrames (reusable outside the report).
 
     load_runs(uri, experiment, preset)       one row per current training run of the preset
-    load_tuning(uri, experiment, preset)     one row per current tuning study (`tune/<arch>`)
+    load_tuning(uri, experiment, preset)     one row per current tuning study (`tune/<arch>[/<ablation>]`)
     load_histories(uri, runs)                one row per (run, epoch) of the per-epoch metrics
 
 Columns follow `mlflow.search_runs`: `metrics.<name>`, `params.<name>`, `tags.<name>`, plus the identity
@@ -44,12 +44,15 @@ def load_runs(tracking_uri: str, experiment: str, preset: str) -> pd.DataFrame:
 
 
 def load_tuning(tracking_uri: str, experiment: str, preset: str) -> pd.DataFrame:
-    """The current tuning studies of `preset` (parent runs `tune/<arch>`), one row each."""
+    """The current tuning studies of `preset` (parent runs `tune/<arch>`, `tune/<arch>/<ablation>` for an
+    ablation's own study), one row each, with the columns arch and ablation (empty on a study's run written
+    before the ablation tag existed: a baseline's study)."""
     frame = _load_current(tracking_uri, experiment, preset)
     if column(KIND) not in frame:
-        return pd.DataFrame(columns=["run_id", "run_name", ARCH])
+        return pd.DataFrame(columns=["run_id", "run_name", ARCH, ABLATION])
     frame = frame[frame[column(KIND)] == TUNE].copy()
     frame[ARCH] = frame[column(ARCH)]
+    frame[ABLATION] = frame.get(column(ABLATION), pd.Series(index=frame.index, dtype=object))
     return frame.reset_index(drop=True)
 
 

@@ -1,8 +1,9 @@
-"""A tuning study's MLflow runs: a parent run `tune/<arch>` per study (kind TUNE) holding the best values,
-the trial counts and the parameter importances, with one nested run `tune/<arch>/trial<k>` per trial
-(kind TUNE_TRIAL, tag STATE) holding its per-epoch validation metrics. Client API only (no active run),
-so concurrent workers and trials never share state. Knows nothing of Optuna: cifarbench.tuning hands it
-plain values.
+"""A tuning study's MLflow runs: a parent run `tune/<arch>` per study (kind TUNE; `tune/<arch>/<ablation>`
+for an ablation's own study) holding the best values, the trial counts and the parameter importances, with
+one nested run `tune/<arch>/trial<k>` (`tune/<arch>/<ablation>/trial<k>`) per trial (kind TUNE_TRIAL, tag
+STATE) holding its per-epoch validation metrics. Both carry the tags arch, ablation and preset. Client API
+only (no active run), so concurrent workers and trials never share state. Knows nothing of Optuna:
+cifarbench.tuning hands it plain values.
 """
 
 from __future__ import annotations
@@ -16,12 +17,17 @@ END_STATUS = {"complete": "FINISHED", "pruned": "KILLED", "killed": "KILLED"}  #
 
 
 class StudyLog:
-    """The MLflow runs of the study `study` (its name) that tunes `arch` of `preset`."""
+    """The MLflow runs of the study `study` (its name) that tunes cell (`arch`, `ablation`) of `preset`;
+    `label` names its runs: `arch` for the baseline's study, `arch/ablation` for an ablation's own."""
 
-    def __init__(self, tracker: Tracker, study: str, preset: str, arch: str):
+    def __init__(self, tracker: Tracker, study: str, preset: str, arch: str, ablation: str, label: str):
         self.client, self.experiment_id = tracker.client(), tracker.experiment_id
-        self.study, self.preset, self.arch = study, preset, arch
+        self.study, self.preset, self.arch, self.ablation, self.label = study, preset, arch, ablation, label
         self.parent_run_id: str | None = None
+
+    @property
+    def identity(self) -> dict[str, str]:
+        return t.study_identity(self.preset, self.arch, self.ablation)
 
     def logged_best(self, run_id: str | None) -> dict[str, str] | None:
         """The best values logged on the parent run `run_id` ({} before the study finished; None when the
@@ -35,9 +41,8 @@ class StudyLog:
         """A new parent run (not yet current) for a study of `trials` trials of `epochs` epochs."""
         from mlflow.entities import Param
 
-        tags = {**t.provenance(), **t.study_identity(self.preset, self.arch), t.CURRENT: "false",
-                t.STUDY: self.study, t.STORAGE: storage}
-        run = self.client.create_run(self.experiment_id, run_name=f"tune/{self.arch}", tags=tags)
+        tags = {**t.provenance(), **self.identity, t.CURRENT: "false", t.STUDY: self.study, t.STORAGE: storage}
+        run = self.client.create_run(self.experiment_id, run_name=f"tune/{self.label}", tags=tags)
         self.client.log_batch(run.info.run_id, params=[Param("trials", str(trials)), Param("epochs", str(epochs))])
         self.parent_run_id = run.info.run_id
         return run.info.run_id
@@ -47,9 +52,9 @@ class StudyLog:
         from mlflow.entities import Param
 
         tags = {t.PARENT: self.parent_run_id, t.KIND: t.TUNE_TRIAL, t.STATE: "running", t.ARCH: self.arch,
-                t.PRESET: self.preset, t.STUDY: self.study, t.TRIAL: str(number),
+                t.ABLATION: self.ablation, t.PRESET: self.preset, t.STUDY: self.study, t.TRIAL: str(number),
                 **({t.RETRY_OF: str(retry_of)} if retry_of is not None else {})}
-        run = self.client.create_run(self.experiment_id, run_name=f"tune/{self.arch}/trial{number}", tags=tags)
+        run = self.client.create_run(self.experiment_id, run_name=f"tune/{self.label}/trial{number}", tags=tags)
         self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
         return run.info.run_id
 
@@ -68,7 +73,7 @@ class StudyLog:
 
     def finish(self, summary: dict, importance: Mapping[str, float]) -> None:
         """Log the study's results (the tuned file's content) on the parent and make it the current tuning
-        run of (preset, arch)."""
+        run of (preset, arch, ablation)."""
         run_id = self.parent_run_id
         spread = summary.get("val_acc_range") or [None, None]
         values = {"best_val_acc": summary["best_val_acc"], "epochs_trained": summary["epochs_trained"],
@@ -80,7 +85,7 @@ class StudyLog:
         if summary["tuned"]:
             self._log_best(summary["optimizer"])
         self.client.set_tag(run_id, t.TUNED, str(summary["tuned"]).lower())
-        mark_current(self.client, self.experiment_id, run_id, t.study_identity(self.preset, self.arch))
+        mark_current(self.client, self.experiment_id, run_id, self.identity)
         self.client.set_terminated(run_id, "FINISHED")
 
     def _log_best(self, optimizer: Mapping[str, float]) -> None:

@@ -4,7 +4,8 @@ names from here, so a query always matches what was written.
 
 Training runs carry RUN_IDENTITY (which names one run of the benchmark), ABLATION_GROUP, STATUS, the
 cell's CONFIG_HASH and CELL_KEY, DATA_MD5, the provenance tags and where they ran (runner.placement).
-Tuning runs carry KIND: TUNE on a study's parent run `tune/<arch>`, TUNE_TRIAL on each trial's run; the
+Tuning runs carry KIND: TUNE on a study's parent run `tune/<arch>` (`tune/<arch>/<ablation>` for an
+ablation's own study), TUNE_TRIAL on each trial's run, and the ARCH and ABLATION of the cell tuned; the
 report's run `report/<preset>` carries REPORT.
 CURRENT is 'true' on the one current run of an identity (see runs.mark_current).
 """
@@ -32,7 +33,7 @@ STATUS = "status"  # completed / early_stopped / diverged (the engine's FitResul
 TRAINED, DID_NOT_TRAIN = "trained", "did_not_train"
 CONFIG_HASH, CELL_KEY, DATA_MD5 = "config_hash", "cell_key", "data_md5"
 
-STUDY = "study"  # a study's name `<preset>/<arch>/<hash>`, on its parent and trial runs
+STUDY = "study"  # `<preset>/<arch>/<hash>` (`<preset>/<arch>/<ablation>/<hash>` for an own study), parent and trials
 STORAGE = "storage"  # the Optuna storage, password hidden (parent run)
 TUNED = "tuned"  # 'true' when the study found values (parent run)
 TRIAL, STATE, RETRY_OF = "trial", "state", "retry_of"  # a trial's number, its state, the trial it retries
@@ -50,9 +51,11 @@ def run_identity(preset: str, arch: str, ablation: str, seed: int) -> dict[str, 
     return {PRESET: preset, ARCH: arch, ABLATION: ablation, SEED: str(seed)}
 
 
-def study_identity(preset: str, arch: str) -> dict[str, str]:
-    """The tags that name a study's parent run across its reruns (one is current per preset and arch)."""
-    return {KIND: TUNE, ARCH: arch, PRESET: preset}
+def study_identity(preset: str, arch: str, ablation: str) -> dict[str, str]:
+    """The tags that name a study's parent run across its reruns (one is current per preset, arch and the
+    ablation whose cell it tunes: `baseline`, or a `tune: own` ablation). Parent runs written before the
+    ablation tag existed are baseline studies (cifarbench.report.tables.tuning reads them so)."""
+    return {KIND: TUNE, ARCH: arch, ABLATION: ablation, PRESET: preset}
 
 
 def report_identity(preset: str) -> dict[str, str]:

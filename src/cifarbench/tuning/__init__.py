@@ -1,10 +1,14 @@
-"""Optuna tunes the learning rate and weight decay of each architecture's baseline cell, on the
-validation split only (this package never loads the test split).
+"""Optuna tunes the learning rate and weight decay of each architecture's baseline cell, and of each cell of
+an ablation marked `tune: own` (no_bn: an lr tuned with batch norm is often far too high without it), on
+the validation split only (this package never loads the test split).
 
-Study: one per (preset, architecture, search), named `<preset>/<arch>/<hash>`. The hash covers all that
-decides a trial's result (the baseline cell at the tuning epochs, the data, the ranges, sampler and
-pruner, the training code), so changing any of it starts a fresh study, while raising `tune_trials`
-extends the old one.
+Study: one per (preset, architecture, search), named `<preset>/<arch>/<hash>`, and one per (preset,
+architecture, own-tuned ablation, search), named `<preset>/<arch>/<ablation>/<hash>`: the ablation's own
+cell is the trials' base, with the baseline study's ranges, sampler, pruner and trials. Only the cells the
+preset runs get one (plan.tuning_targets: no study for no_bn of a network without batch norm, nor for an
+ablation left out of the preset's list for the architecture). The hash covers all that decides a trial's
+result (the cell at the tuning epochs, the data, the ranges, sampler and pruner, the training code), so
+changing any of it starts a fresh study, while raising `tune_trials` extends the old one.
 
 Storage: `tune.storage` in params.yaml, or the CIFARBENCH_OPTUNA_STORAGE environment variable. A path
 (relative to the repository: the working directory, the repo root under `dvc repro`, or the repository a
@@ -12,7 +16,7 @@ Storage: `tune.storage` in params.yaml, or the CIFARBENCH_OPTUNA_STORAGE environ
 under a file lock, so a killed process never corrupts it and workers on one machine share it. A URL
 (postgresql://..., sqlite:///...) is an RDB storage with heartbeats, for workers on several machines.
 
-Execution: the tune stage is the coordinator of every architecture's study at once. It asks trials
+Execution: the tune stage is the coordinator of every study at once. It asks trials
 (within `presets.<preset>.tune_trials` complete, pruned or running) and hands each to the executor
 (cifarbench.execute): the trials of all studies run in parallel on every core, GPU or Ray node. A worker
 opens the study's storage itself to report each epoch and be pruned, so the storage must be reachable
@@ -25,12 +29,15 @@ Several coordinators may share a study (`cifarbench tune` on several machines): 
 budget checks and asks are serialized by a file lock, so together they fill the budget exactly; across
 machines nothing serializes them, and each extra coordinator may ask at most one trial over the budget.
 
-Which ablations take the tuned values (plan.py merges them before the ablation): all take the tuned lr;
-all but `no_reg`, `no_l2` and `l1` (which set weight decay to 0) take the tuned weight decay. A baseline
-without weight decay (lstm: Adam without it, as in its recipe) is tuned over lr only and keeps 0.
+Which ablations take the tuned values (plan.py merges them before the ablation): a `tune: own` ablation
+its own study's, every other its baseline's; all take the tuned lr; all but `no_reg`, `no_l2` and `l1`
+(which set weight decay to 0) take the tuned weight decay. A cell without weight decay (lstm: Adam
+without it, as in its recipe) is tuned over lr only and keeps 0. Tuned files: runs/<preset>/tuned/<arch>.json
+for the baseline's study, runs/<preset>/tuned/<arch>/<ablation>.json for an own study
+(plan.read_tuned_values reads them all).
 
-MLflow (cifarbench.tracking.studies): a parent run `tune/<arch>` per study holding the best values and
-parameter importances, with one nested run `tune/<arch>/trial<k>` per trial.
+MLflow (cifarbench.tracking.studies): a parent run `tune/<arch>` (`tune/<arch>/<ablation>`) per study
+holding the best values and parameter importances, with one nested run `.../trial<k>` per trial.
 
     config.py   params.yaml `tune` (TuneConfig) and the pruners by name
     search.py   what a study searches and its name (Search, make_search), the pruner's first epoch

@@ -1,5 +1,7 @@
-"""The tune stage: every architecture's study at once, all studies' trials fanned out over the executor
-(`cifarbench tune`, which `stages/tune.py` runs); writes runs/<preset>/tuned/<arch>.json."""
+"""The tune stage: every study of the preset at once (each architecture's baseline, and each `tune: own`
+ablation's cell the preset runs: plan.tuning_targets), all studies' trials fanned out over the executor
+(`cifarbench tune`, which `stages/tune.py` runs); writes runs/<preset>/tuned/<arch>.json and, per own
+study, runs/<preset>/tuned/<arch>/<ablation>.json."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from cifarbench.execute import ExecutorConfig, running
 from cifarbench.io import write_json_atomic
 from cifarbench.paths import PREPARED, tuned_path
 from cifarbench.pipeline import checked_cells
-from cifarbench.plan import PlanConfig
+from cifarbench.plan import PlanConfig, tuning_targets
 from cifarbench.tracking import Tracker
 from cifarbench.tuning.config import TuneConfig
 from cifarbench.tuning.search import Search, make_search
@@ -20,28 +22,29 @@ from cifarbench.tuning.trial import quiet, run_trial
 
 def tune_stage(plan: PlanConfig, cfg: TuneConfig, tracking: TrackingConfig, executor: ExecutorConfig,
                archs: list[str] | None = None) -> dict[str, dict]:
-    """Tune the lr and weight decay of every architecture (or `archs`), all studies' trials fanned out
-    over the executor; writes each tuned file and returns their contents by architecture."""
+    """Tune the lr and weight decay of every study the preset runs (of `archs` only, if given), all studies'
+    trials fanned out over the executor; writes each tuned file and returns their contents by study key
+    (plan.tuned_key: `vgg11`, `vgg11/no_bn`)."""
     quiet()
     checked_cells(plan)  # bad params fail here, before any training
     url = storage_url(cfg)
-    searches = [make_search(plan, cfg, arch, url) for arch in (archs or plan.architectures)]
+    searches = [make_search(plan, cfg, arch, url, ablation) for arch, ablation in tuning_targets(plan)
+                if archs is None or arch in archs]
     out = {}
     for search in [s for s in searches if s.trials == 0]:
-        out[search.cell.arch] = _write_tuned(search, summarize(None, search, shown(url)))
-        print(f"tune {search.cell.arch}: preset {plan.preset} does not tune; the recipe's lr and weight decay stand")
+        out[search.key] = _write_tuned(search, summarize(None, search, shown(url)))
+        print(f"tune {search.key}: preset {plan.preset} does not tune; the recipe's lr and weight decay stand")
     searches = [s for s in searches if s.trials > 0]
     if not searches:
         return out
     tracker = Tracker.open(tracking)
-    studies = {s.cell.arch: Study(s, cfg, url, tracker) for s in searches}
+    studies = {s.key: Study(s, cfg, url, tracker) for s in searches}
     print(f"tune ({plan.preset}): {len(studies)} studies in {shown(url)}, "
-          f"{', '.join(f'{a} {s.trials} x {s.cell.train.epochs} ep' for a, s in ((s.cell.arch, s) for s in searches))}",
-          flush=True)
+          f"{', '.join(f'{s.key} {s.trials} x {s.cell.train.epochs} ep' for s in searches)}", flush=True)
     _run_studies(studies, executor, gpu=any(s.cell.train.device != "cpu" for s in searches))
-    for arch, study in studies.items():
-        summary = out[arch] = _write_tuned(study.search, study.finish())
-        print(f"tune {arch}: {summary['trials']}, {summary['epochs_trained']} epochs; best val_acc "
+    for key, study in studies.items():
+        summary = out[key] = _write_tuned(study.search, study.finish())
+        print(f"tune {key}: {summary['trials']}, {summary['epochs_trained']} epochs; best val_acc "
               f"{summary['best_val_acc']} with lr {summary['optimizer']['lr']:.4g}, "
               f"weight_decay {summary['optimizer']['weight_decay']:.4g}", flush=True)
     return out
@@ -60,8 +63,8 @@ def _run_studies(studies: dict[str, Study], cfg: ExecutorConfig, gpu: bool) -> N
                     study = open_studies.pop(0)
                     spec = study.ask(prepared)
                     if spec is not None:
-                        specs[(study.search.cell.arch, spec.number)] = spec
-                        executor.submit((study.search.cell.arch, spec.number), run_trial, spec)
+                        specs[(study.search.key, spec.number)] = spec
+                        executor.submit((study.search.key, spec.number), run_trial, spec)
                         open_studies.append(study)
                 if not executor.pending():
                     break
@@ -73,20 +76,22 @@ def _run_studies(studies: dict[str, Study], cfg: ExecutorConfig, gpu: bool) -> N
         except BaseException:
             executor.close()
             for spec in specs.values():  # stay RUNNING in the study: the next run fails and requeues them
-                studies[spec.search.cell.arch].log.end_trial(spec.mlflow_run_id, "killed", {})
+                studies[spec.search.key].log.end_trial(spec.mlflow_run_id, "killed", {})
             raise
     if failed:
         raise CifarbenchError(f"{len(failed)} tuning trial(s) failed; rerun to resume the studies:\n" + "\n".join(failed))
 
 
 def _write_tuned(search: Search, summary: dict) -> dict:
-    write_json_atomic(tuned_path(search.cell.preset, search.cell.arch), summary)
+    cell = search.cell
+    write_json_atomic(tuned_path(cell.preset, cell.arch, cell.ablation if search.own else None), summary)
     return summary
 
 
 # `cifarbench tune` (cifarbench.cli), which `stages/tune.py` runs
 def configure(parser) -> None:
-    parser.add_argument("--arch", action="append", help="tune only this architecture (repeatable; default: all)")
+    parser.add_argument("--arch", action="append",
+                        help="tune only this architecture's studies (repeatable; default: all)")
 
 
 def run(args) -> None:
@@ -98,4 +103,4 @@ def run(args) -> None:
 
 def tune_main(argv: list[str] | None = None) -> int:
     """The DVC stage `tune` (stages/tune.py)."""
-    return command_main("stages/tune.py", "tune every architecture's lr and weight decay", configure, run, argv)
+    return command_main("stages/tune.py", "tune the lr and weight decay of every study of the preset", configure, run, argv)

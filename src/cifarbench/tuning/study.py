@@ -1,6 +1,7 @@
-"""One architecture's study as the coordinator sees it: asks trials within the budget (complete, pruned
-or running), tells their outcomes, fails and requeues the trials of coordinators that are gone, and
-sums the study up for the tuned file and its MLflow parent run."""
+"""One study (of an architecture's baseline cell, or of a `tune: own` ablation's cell) as the coordinator
+sees it: asks trials within the budget (complete, pruned or running), tells their outcomes, fails and
+requeues the trials of coordinators that are gone, and sums the study up for the tuned file and its MLflow
+parent run."""
 
 from __future__ import annotations
 
@@ -29,13 +30,14 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 class Study:
-    """One architecture's study as the coordinator sees it: asks trials within the budget, tells results."""
+    """One study as the coordinator sees it: asks trials within the budget, tells results."""
 
     def __init__(self, search: Search, cfg: TuneConfig, url: str, tracker: Tracker):
         self.search, self.cfg, self.url, self.tracker = search, cfg, url, tracker
         self.journal = "://" not in url
         self.storage = open_storage(url, cfg)
-        self.log = StudyLog(tracker, search.study, search.cell.preset, search.cell.arch)
+        self.log = StudyLog(tracker, search.study, search.cell.preset, search.cell.arch, search.cell.ablation,
+                            search.key)
         with self.lock():
             study = self.study(0)
             if not study.get_trials(deepcopy=False):
@@ -58,7 +60,7 @@ class Study:
 
     @property
     def recipe(self) -> dict[str, float]:
-        """The untuned values of the baseline (trial 0 of every study, so the gain of tuning is measured on
+        """The untuned values of the cell tuned (trial 0 of every study, so the gain of tuning is measured on
         the same seed, epochs and validation images)."""
         opt = self.search.cell.train.optimizer
         return {"lr": opt.lr, **({"weight_decay": opt.weight_decay} if self.search.weight_decay else {})}
@@ -68,11 +70,11 @@ class Study:
         return machine_lock(self.url, self.search.study)
 
     def study(self, trial_number: int) -> optuna.Study:
-        """The study with a sampler seeded by (sampler_seed, architecture, trial number): each architecture
-        draws its own trials, a run from scratch is reproducible, and a resumed run never redraws a
-        trial's parameters."""
-        arch = int(hashlib.sha256(self.search.cell.arch.encode()).hexdigest()[:8], 16)
-        seed = int(np.random.SeedSequence([self.cfg.sampler_seed, arch, trial_number]).generate_state(1)[0])
+        """The study with a sampler seeded by (sampler_seed, study key, trial number): each study (`vgg11`,
+        `vgg11/no_bn`) draws its own trials, a run from scratch is reproducible, and a resumed run never
+        redraws a trial's parameters."""
+        key = int(hashlib.sha256(self.search.key.encode()).hexdigest()[:8], 16)
+        seed = int(np.random.SeedSequence([self.cfg.sampler_seed, key, trial_number]).generate_state(1)[0])
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.cfg.startup_trials, multivariate=True,
                                              constant_liar=True)
         return optuna.create_study(storage=self.storage, study_name=self.search.study, direction="maximize",
@@ -111,7 +113,7 @@ class Study:
         self.log.end_trial(spec.mlflow_run_id, _STATE[state], tags if outcome else {REASON: "error"})
         value = f", val_acc {outcome['value']:.4f}" if outcome and outcome["value"] is not None else ""
         epochs = f" after {outcome['epochs']} epoch(s)" if outcome else ""
-        print(f"tune {self.search.cell.arch} trial {spec.number}: {_STATE[state]}{' (diverged)' if tags else ''}"
+        print(f"tune {self.search.key} trial {spec.number}: {_STATE[state]}{' (diverged)' if tags else ''}"
               f"{epochs}, lr {spec.params['lr']:.3g}, weight_decay {spec.params['weight_decay']:.3g}{value}",
               flush=True)
 
@@ -139,7 +141,7 @@ class Study:
             keep = {RECIPE: True} if trial.user_attrs.get(RECIPE) else {}  # the retried recipe stays the reference
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.user_attrs.get("retry_of", trial.number),
                                                           "retries": retries + 1, **keep})
-        print(f"tune {self.search.cell.arch} trial {trial.number}: its process died; "
+        print(f"tune {self.search.key} trial {trial.number}: its process died; "
               f"{'queued again' if retries < MAX_RETRIES else 'given up'}", flush=True)
 
     def finish(self) -> dict:

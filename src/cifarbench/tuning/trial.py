@@ -1,4 +1,4 @@
-"""One trial, in an executor's worker: the baseline cell with the trial's lr and weight decay, trained by
+"""One trial, in an executor's worker: the study's cell with the trial's lr and weight decay, trained by
 the same function as a benchmark run (runner.train_one) on the training subset, scored per epoch on the
 validation subset (never the test split), reported to the study each epoch and pruned by it."""
 
@@ -36,7 +36,7 @@ class TrialSpec:
 
     @property
     def cell(self):
-        """The baseline cell at the tuning epochs, with this trial's lr and weight decay."""
+        """The study's cell (a baseline, or an own-tuned ablation) at the tuning epochs, with this trial's values."""
         train = self.search.cell.train
         optimizer = train.optimizer.model_copy(update=self.params)
         return dataclasses.replace(self.search.cell, train=train.model_copy(update={"optimizer": optimizer}))
