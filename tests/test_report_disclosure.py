@@ -113,8 +113,12 @@ def test_origins_table_says_which_side_of_each_comparison_carries_tuned_values()
     # no_bn is n/a for lenet5 and alexnet (no batch norm to remove) and lstm (no switch): the row covers the
     # architectures that run both cells, vgg11 and resnet18, both tuned
     assert table.loc["batch norm", "wd: with / without"] == "tuned / tuned"
+    # an optimizer ablation keeps its own lr (plan.tuned_values): Adam its 1e-3, plain SGD the hand-set one
+    assert table.loc["Adam vs SGD+momentum", "lr: with / without"] == "ablation / tuned"
+    assert table.loc["momentum", "lr: with / without"] == "tuned / recipe"
+    assert table.loc["momentum", "wd: with / without"] == "tuned / tuned"
     untuned = origins_table(small_plan(), {})
-    assert set(untuned["lr: with / without"]) == {"recipe / recipe"}
+    assert set(untuned["lr: with / without"]) == {"recipe / recipe", "ablation / recipe"}
 
 
 def test_data_text_says_how_many_images_of_which_split_and_what_is_not_scored():
