@@ -14,10 +14,12 @@ from cifarbench.cli import main
 from cifarbench.config import parse_section
 from cifarbench.errors import ConfigError
 from cifarbench.models import ModelConfig, build_model, build_model_from, list_models, model_info
+from cifarbench.models.layers import group_count
 from cifarbench.models.profile import count_parameters, flops_per_image, throughput
 
 NAMES = list_models()
-SWITCHABLE = [n for n in NAMES if model_info(n).has_batch_norm_switch]
+SWITCHABLE = [n for n in NAMES if model_info(n).has_norm_switch]
+POOLED = [n for n in NAMES if model_info(n).has_pooling_switch]
 SMALL = 0.125  # width for forward/backward tests: every family's structure, a fraction of the cost
 NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
 
@@ -112,11 +114,97 @@ def test_parameter_counts_match_references(name, width, expected):
     assert count_parameters(build_model(name, width=width)) == pytest.approx(expected, rel=0.02)
 
 
+def norm_kinds(model: nn.Module) -> set[str]:
+    """Which kinds of normalization a model has: batch, instance, layer (GroupNorm of one group), group."""
+    kinds = set()
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            kinds.add("batch")
+        elif isinstance(m, nn.modules.instancenorm._InstanceNorm):
+            kinds.add("instance")
+        elif isinstance(m, nn.GroupNorm):
+            kinds.add("layer" if m.num_groups == 1 else "group")
+    return kinds
+
+
+def layer_types(model: nn.Module, *, but=()) -> list[str]:
+    """The model's modules' types in order, leaving out the types in `but`."""
+    return [type(m).__name__ for m in model.modules() if not isinstance(m, but)]
+
+
 @pytest.mark.parametrize("name", SWITCHABLE)
-def test_batch_norm_switch(name):
-    assert not has_norm(build_model(name, width=SMALL, batch_norm=False))
-    assert has_norm(build_model(name, width=SMALL, batch_norm=True))
-    assert has_norm(build_model(name, width=SMALL)) == model_info(name).default_batch_norm
+@pytest.mark.parametrize("norm", ["batch", "group", "layer", "instance", "none"])
+def test_norm_switch_changes_the_norm_layers_only(name, norm):
+    """Every norm of the model is of the kind asked, the rest of the model is the default's, and it trains."""
+    width = 0.25 if name in ("lenet5", "alexnet") else SMALL
+    model = build_model(name, width=width, norm=norm)
+    groups = [m.num_groups for m in model.modules() if isinstance(m, nn.GroupNorm)]
+    if norm == "group":  # layers of 2-3 channels get 1 group, which is layer norm (group_count)
+        assert "group" in norm_kinds(model) <= {"group", "layer"} and all(1 <= g <= 32 for g in groups)
+    else:
+        assert norm_kinds(model) == (set() if norm == "none" else {norm})
+    norms_and_convs = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.Identity, nn.Conv2d)
+    default = build_model(name, width=width)
+    assert layer_types(model, but=norms_and_convs) == layer_types(default, but=norms_and_convs)
+    logits = model.train()(images())
+    assert logits.shape == (2, 10) and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("name", SWITCHABLE)
+def test_the_default_norm_is_the_familys(name):
+    default = model_info(name).default_norm
+    assert norm_kinds(build_model(name, width=SMALL)) == (set() if default == "none" else {default})
+
+
+@pytest.mark.parametrize("channels, groups", [(64, 32), (512, 32), (8, 4), (6, 3), (12, 6), (13, 1), (1, 1), (2, 1)])
+def test_group_norm_keeps_at_least_two_channels_a_group(channels, groups):
+    assert group_count(channels) == groups
+
+
+def pools(model: nn.Module) -> list[str]:
+    """The down-sampling steps: pools of stride 2, and convs of stride 2 that keep their channel count."""
+    steps = []
+    for m in model.modules():
+        if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) and m.stride == 2:
+            steps.append(type(m).__name__)
+        elif isinstance(m, nn.Conv2d) and m.stride == (2, 2) and m.in_channels == m.out_channels:
+            steps.append("conv")
+    return steps
+
+
+@pytest.mark.parametrize("name", POOLED)
+@pytest.mark.parametrize("pooling", ["max", "avg", "conv"])
+def test_pooling_switch_replaces_every_down_sampling_pool(name, pooling):
+    width = 0.25 if name in ("lenet5", "alexnet") else SMALL
+    default, model = build_model(name, width=width), build_model(name, width=width, pooling=pooling)
+    expected = {"max": "MaxPool2d", "avg": "AvgPool2d", "conv": "conv"}[pooling]
+    assert pools(model) == [expected] * len(pools(default)) and pools(default)
+    if pooling != "conv":  # a pool for a pool: nothing else changes, not a parameter
+        assert count_parameters(model) == count_parameters(default)
+    logits = model.train()(images())
+    assert logits.shape == (2, 10) and torch.isfinite(logits).all()
+
+
+def test_the_default_pooling_is_the_familys():
+    assert {n: model_info(n).default_pooling for n in ("lenet5", "alexnet", "vgg11", "googlenet", "densenet121")} == {
+        "lenet5": "max", "alexnet": "max", "vgg11": "max", "googlenet": "max", "densenet121": "avg"}
+    assert pools(build_model("densenet121", width=SMALL)) == ["AvgPool2d"] * 3
+    # the Inception branches' stride-1 max pools are not down-sampling, and stay
+    branch_pools = [m for m in build_model("googlenet", width=SMALL, pooling="avg").modules()
+                    if isinstance(m, nn.MaxPool2d)]
+    assert len(branch_pools) == 9 and all(m.stride == 1 for m in branch_pools)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if not model_info(n).has_pooling_switch])
+def test_models_without_down_sampling_pools_have_no_pooling_switch(name):
+    assert not [m for m in build_model(name, width=SMALL).modules() if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d))]
+    with pytest.raises(ConfigError, match=f"pooling does not apply to {name}"):
+        build_model(name, width=SMALL, pooling="avg")
+
+
+def test_instance_norm_of_vggs_last_one_pixel_maps_is_refused():
+    with pytest.raises(ConfigError, match="instance norm is a constant"):
+        build_model("vgg11", width=SMALL, norm="instance", pooling="conv")
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -127,10 +215,10 @@ def test_dropout_switch(name):
 
 
 def test_paper_defaults():
-    assert model_info("alexnet").default_dropout == 0.5 and not model_info("alexnet").default_batch_norm
-    assert model_info("vgg16").default_dropout == 0.5 and model_info("vgg16").default_batch_norm
-    assert not model_info("lenet5").default_batch_norm and model_info("resnet18").default_dropout == 0
-    assert not model_info("lstm").has_batch_norm_switch and "Hochreiter" in model_info("lstm").paper
+    assert model_info("alexnet").default_dropout == 0.5 and model_info("alexnet").default_norm == "none"
+    assert model_info("vgg16").default_dropout == 0.5 and model_info("vgg16").default_norm == "batch"
+    assert model_info("lenet5").default_norm == "none" and model_info("resnet18").default_dropout == 0
+    assert not model_info("lstm").has_norm_switch and "Hochreiter" in model_info("lstm").paper
 
 
 @pytest.mark.parametrize(
@@ -141,8 +229,11 @@ def test_paper_defaults():
         ({"name": "vgg16", "width": -1.0}, ["width"]),
         ({"name": "vgg16", "dropout": 1.0}, ["dropout"]),
         ({"name": "vgg16", "dropout": -0.1}, ["dropout"]),
-        ({"name": "lstm", "batch_norm": True}, ["batch_norm", "lstm"]),
-        ({"name": "mlp", "batch_norm": False}, ["batch_norm", "mlp"]),
+        ({"name": "lstm", "norm": "batch"}, ["norm", "lstm"]),
+        ({"name": "mlp", "norm": "none"}, ["norm", "mlp"]),
+        ({"name": "resnet18", "pooling": "avg"}, ["pooling", "resnet18"]),
+        ({"name": "vgg11", "norm": "batchnorm"}, ["norm", "batch", "group", "layer", "instance"]),
+        ({"name": "vgg11", "pooling": "min"}, ["pooling", "max", "avg", "conv"]),
     ],
 )
 def test_bad_arguments_are_config_errors(kwargs, words):
@@ -161,8 +252,10 @@ def test_model_config_builds_and_rejects():
     assert model(images()).shape == (2, 3) and active_dropouts(model)[0].p == 0.2
     with pytest.raises(ConfigError, match=r"model\.name: .*valid names: .*lenet5"):
         parse_section(ModelConfig, {"name": "lenet"}, "model")
-    with pytest.raises(ConfigError, match=r"model: .*batch_norm does not apply to lstm"):
-        parse_section(ModelConfig, {"name": "lstm", "batch_norm": False}, "model")
+    with pytest.raises(ConfigError, match=r"model: .*norm does not apply to lstm"):
+        parse_section(ModelConfig, {"name": "lstm", "norm": "none"}, "model")
+    with pytest.raises(ConfigError, match=r"batch_norm was renamed to norm .*batch_norm: false is norm: none"):
+        parse_section(ModelConfig, {"name": "vgg11", "batch_norm": False}, "model")
     with pytest.raises(ConfigError, match=r"model\.depth: unknown key"):
         parse_section(ModelConfig, {"name": "lstm", "depth": 2}, "model")
 

@@ -47,9 +47,69 @@ def test_layers_apply_in_order():
 def test_cells_equal_to_baseline_are_not_applicable():
     plan = parse(with_changes(preset="default")).plan
     assert "same config as baseline" in resolve_cell(plan, "alexnet", "dropout").not_applicable  # paper already p=0.5
-    assert "no batch norm switch" in resolve_cell(plan, "lstm", "no_bn").not_applicable
+    assert "lstm has no normalization layers to switch" in resolve_cell(plan, "lstm", "no_bn").not_applicable
     assert resolve_cell(plan, "resnet18", "no_bn").not_applicable is None
-    assert resolve_cell(plan, "resnet18", "no_bn").model.batch_norm is False
+    assert resolve_cell(plan, "resnet18", "no_bn").model.norm == "none"
+
+
+def changed_fields(cell, other) -> set[str]:
+    """The dotted config fields in which two cells differ."""
+    def leaves(tree, prefix=""):
+        if not isinstance(tree, dict):
+            return {prefix: tree}
+        return {k: v for key, value in tree.items() for k, v in leaves(value, f"{prefix}.{key}".lstrip(".")).items()}
+    a, b = leaves(cell.config()), leaves(other.config())
+    return {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+
+
+@pytest.mark.parametrize("arch, ablation, changed", [
+    ("vgg11", "sgd", {"train.optimizer.name"}),  # momentum removed, the same (hand-set) lr and decay
+    ("vgg11", "adam", {"train.optimizer.name", "train.optimizer.lr"}),
+    ("vgg11", "const_lr", {"train.schedule.name"}),
+    ("vgg11", "pool_avg", {"model.pooling"}),
+    ("vgg11", "norm_group", {"model.norm"}),
+    ("resnet18", "norm_group", {"model.norm"}),
+    ("lenet5", "pool_avg", {"model.pooling"}),
+    ("vgg11", "no_bn", {"model.norm"}),
+    ("vgg11", "vflip", {"train.augment.vflip"}),  # against its `without`, flip
+])
+def test_each_new_ablation_differs_from_its_without_cell_in_exactly_its_fields(arch, ablation, changed):
+    plan = parse(with_changes(preset="default")).plan
+    cell = resolve_cell(plan, arch, ablation)
+    without = resolve_cell(plan, arch, plan.ablations[ablation].buys.without if ablation == "vflip" else "baseline")
+    assert cell.not_applicable is None and changed_fields(cell, without) == changed
+
+
+@pytest.mark.parametrize("arch, ablation, reason", [
+    ("resnet18", "pool_avg", "resnet18 has no down-sampling pools to switch"),
+    ("lstm", "pool_avg", "lstm has no down-sampling pools to switch"),
+    ("lstm", "norm_group", "lstm has no normalization layers to switch"),
+    ("lenet5", "norm_group", "lenet5's baseline has no normalization for group norm to replace"),
+    ("lenet5", "no_bn", "same config as baseline"),
+    ("alexnet", "sgd", "alexnet's baseline trains with adam, not the recipe's momentum"),  # params_small: Adam
+    ("alexnet", "adam", "alexnet's baseline trains with adam"),
+    ("lstm", "sgd", "lstm's baseline trains with adam"),
+])
+def test_a_new_ablation_with_nothing_to_change_is_not_applicable(arch, ablation, reason):
+    assert reason in resolve_cell(parse(with_changes(preset="default")).plan, arch, ablation).not_applicable
+
+
+def test_pooling_that_is_already_the_familys_is_not_applicable():
+    tree = with_changes(preset="default", architectures__densenet121={"presets": {"default": {"train": {"epochs": 2}}}})
+    cell = resolve_cell(parse(tree).plan, "densenet121", "pool_avg")  # DenseNet's transitions already average
+    assert "same config as baseline for densenet121" in cell.not_applicable
+
+
+def test_a_norm_ablation_applies_where_a_preset_adds_the_norm():
+    tree = with_changes(preset="default")
+    tree["architectures"]["alexnet"]["presets"]["default"]["model"]["norm"] = "batch"  # AlexNet-BN
+    cell = resolve_cell(parse(tree).plan, "alexnet", "norm_group")
+    assert cell.not_applicable is None and cell.model.norm == "group"
+
+
+def test_the_renamed_batch_norm_key_names_its_replacement():
+    with pytest.raises(ConfigError, match=r"batch_norm was renamed to norm"):
+        all_cells(parse(with_changes(preset="default", ablations__no_bn__model={"batch_norm": False})).plan)
 
 
 def test_a_cells_key_changes_only_with_what_decides_its_numbers():
@@ -118,7 +178,26 @@ def test_an_ablation_setting_its_own_weight_decay_keeps_it_and_takes_the_tuned_l
     assert (cell.train.optimizer.lr, cell.train.optimizer.weight_decay) == (0.01, 0.0)
 
 
-@pytest.mark.parametrize("ablation", ["baseline", "dropout", "flip", "crop", "aug_none"])
+@pytest.mark.parametrize("ablation", ["sgd", "adam"])
+def test_an_ablation_changing_the_optimizer_keeps_its_own_lr_and_takes_the_tuned_weight_decay(ablation):
+    """The tuned lr was searched for the baseline's SGD+momentum: Adam keeps its own 1e-3, plain SGD the
+    architecture's hand-set lr (0.05 for lenet5); coupled L2 is part of the loss and stays tuned."""
+    spec = AblationSpec.model_validate(PARAMS["ablations"][ablation])
+    assert tuned_values(spec, TUNED) == {"weight_decay": 1e-3}
+    cell = resolve_cell(parse(PARAMS).plan, "lenet5", ablation, tuned=TUNED)
+    own_lr = {"sgd": 0.05, "adam": 1.0e-3}[ablation]
+    assert (cell.train.optimizer.name, cell.train.optimizer.lr, cell.train.optimizer.weight_decay) == (
+        ablation, own_lr, 1e-3)
+
+
+def test_an_optimizer_ablation_setting_its_own_weight_decay_keeps_it_too():
+    spec = AblationSpec.model_validate({"group": "optimization", "about": "AdamW", "train": {
+        "optimizer": {"name": "adamw", "lr": 1.0e-3, "weight_decay": 0.05}}})
+    assert tuned_values(spec, TUNED) == {}
+
+
+@pytest.mark.parametrize("ablation", ["baseline", "dropout", "flip", "crop", "aug_none", "const_lr", "pool_avg",
+                                      "norm_group", "vflip"])
 def test_every_other_ablation_takes_the_tuned_lr_and_weight_decay(ablation):
     spec = AblationSpec.model_validate(PARAMS["ablations"][ablation])
     assert tuned_values(spec, TUNED) == TUNED

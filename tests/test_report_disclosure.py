@@ -52,8 +52,9 @@ def test_model_table_names_width_size_stem_and_what_departs_from_the_paper():
         assert table.loc[arch, "parameters"] == f"{size:,}"
     assert table.loc["resnet18", "first conv"] == "stride 2 (stem_stride)"  # params_small: stem_stride 2
     assert table.loc["vgg11", "first conv"] == "stride 1" and table.loc["lstm", "first conv"] == "no conv"
-    assert table.loc["vgg11", "batch norm (paper)"] == "yes (no)"  # VGG-BN: batch norm the paper lacks
-    assert table.loc["resnet18", "batch norm (paper)"] == "yes (yes)"
+    assert table.loc["vgg11", "normalization (paper)"] == "batch (none)"  # VGG-BN: batch norm the paper lacks
+    assert table.loc["resnet18", "normalization (paper)"] == "batch (batch)"
+    assert table.loc["lstm", "normalization (paper)"] == "none (none)"
     assert table.loc["alexnet", "dropout (paper)"] == "0.5 (0.5)"
     assert "local response normalization" in table.loc["alexnet", "paper's, not here"]
 
@@ -63,7 +64,7 @@ def test_googlenet_shows_its_missing_paper_parts_and_a_one_channel_branch():
     tree["architectures"] = {"googlenet": {"presets": {"default": {"model": {"width": 0.0625, "stem_stride": 2},
                                                                    "train": {"epochs": 24}}}}}
     row = model_table(parse(tree).plan).loc["googlenet"]
-    assert row["batch norm (paper)"] == "yes (no)" and row["dropout (paper)"] == "0 (0.4)"
+    assert row["normalization (paper)"] == "batch (none)" and row["dropout (paper)"] == "0 (0.4)"
     assert "auxiliary classifiers" in row["paper's, not here"]
     assert row["narrowest conv"] == "1 channel"  # width 0.0625 of a 16-channel 5x5-reduce branch
 
@@ -112,8 +113,12 @@ def test_origins_table_says_which_side_of_each_comparison_carries_tuned_values()
     # no_bn is n/a for lenet5 and alexnet (no batch norm to remove) and lstm (no switch): the row covers the
     # architectures that run both cells, vgg11 and resnet18, both tuned
     assert table.loc["batch norm", "wd: with / without"] == "tuned / tuned"
+    # an optimizer ablation keeps its own lr (plan.tuned_values): Adam its 1e-3, plain SGD the hand-set one
+    assert table.loc["Adam vs SGD+momentum", "lr: with / without"] == "ablation / tuned"
+    assert table.loc["momentum", "lr: with / without"] == "tuned / recipe"
+    assert table.loc["momentum", "wd: with / without"] == "tuned / tuned"
     untuned = origins_table(small_plan(), {})
-    assert set(untuned["lr: with / without"]) == {"recipe / recipe"}
+    assert set(untuned["lr: with / without"]) == {"recipe / recipe", "ablation / recipe"}
 
 
 def test_an_ablation_tuned_on_its_own_reads_tuned_own_study_on_its_side_of_each_comparison():

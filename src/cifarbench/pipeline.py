@@ -111,7 +111,7 @@ def _measured_fast_paths(cells: list[Cell], executor: Executor) -> dict[str, dic
     cpu = [c for c in cells if c.train.fast and resolve_device(c.train.device).type == "cpu"]
     if executor.kind != "local" or not cpu:
         return {}
-    models = {c.arch: (c.model.model_dump(exclude={"batch_norm", "dropout"}), c.train.batch_size) for c in cpu}
+    models = {c.arch: (c.model.model_dump(exclude={"norm", "pooling", "dropout"}), c.train.batch_size) for c in cpu}
     return fastpaths.choose(models, executor.threads, parallel=executor.slots)
 
 

@@ -10,13 +10,16 @@ A cell's config is built from params.yaml by merging, in this order (later wins)
     ablations.<ablation>                 the one thing this ablation changes
 
 Which ablations take the tuned values is one rule, `tuned_values`: every ablation takes the tuned learning
-rate and weight decay except a value it sets itself (`no_reg`, `no_l2` and `l1` set weight decay to 0).
+rate and weight decay except a value it sets itself (`no_reg`, `no_l2` and `l1` set weight decay to 0), and
+an ablation that sets `optimizer.name` keeps its own lr (an lr tuned for SGD is no lr for Adam).
 Whose tuned values: the baseline's study's, except for an ablation with `tune: own` (no_bn), whose cells
 take the values of a study of their own (`tuning_targets` lists the studies a preset runs, `tuned_key`
 names the one a cell takes, `read_tuned_values` reads them all).
-An ablation that resolves to the baseline's own config for an
-architecture (dropout where the paper already uses it, no_bn where there is no batch norm) is not run:
-the cell is marked not applicable, with the reason.
+An ablation that resolves to the baseline's own config for an architecture (dropout where the paper
+already uses it, no_bn where there is no norm, pool_avg where the pools already average), or that has
+nothing to change there (a norm or pooling switch the model lacks, a norm to replace where the baseline
+has none, an optimizer to compare where the baseline does not train with the recipe's), is not run: the
+cell is marked not applicable, with the reason.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from cifarbench.config import MAX_SEED, Name, Section, describe
 from cifarbench.engine import TrainConfig
-from cifarbench.engine.config import MAX_EPOCHS
+from cifarbench.engine.config import MAX_EPOCHS, OptimizerConfig
 from cifarbench.errors import ConfigError
 from cifarbench.models import ModelConfig, model_info
 from cifarbench.paths import tuned_path
@@ -103,7 +106,7 @@ class Buys(Section):
 
 
 class AblationSpec(Section):
-    group: Literal["baseline", "regularization", "augmentation"]
+    group: Literal["baseline", "regularization", "augmentation", "optimization", "architecture"]
     about: str
     buys: Buys | None = None  # None for the baseline: the reference, not a question
     tune: Literal["baseline", "own"] = Field(
@@ -113,9 +116,14 @@ class AblationSpec(Section):
     train: Tree = {}
 
     def sets_optimizer(self, key: str) -> bool:
-        """Whether this ablation sets optimizer value `key` itself (no_l2: weight_decay), which no tuning changes."""
+        """Whether this ablation sets optimizer value `key` itself (no_l2: weight_decay), which no tuning
+        changes. An ablation that sets `optimizer.name` (sgd, adam, adamw) trains another optimizer, whose lr
+        the baseline's study never searched (Adam's is ~100x smaller than SGD's): it keeps its own lr, the one
+        it sets, else the hand-set one of the layers below."""
         own = self.train.get("optimizer")
-        return isinstance(own, dict) and key in own  # a malformed one is refused by TrainConfig, naming the key
+        if not isinstance(own, dict):  # a malformed one is refused by TrainConfig, naming the key
+            return False
+        return key in own or (key == "lr" and "name" in own)
 
 
 class PlanConfig(Section):
@@ -210,8 +218,11 @@ def tuned_values(ablation: AblationSpec | None, tuned: Tree | None) -> Tree:
     """Of the tuned optimizer values `tuned` (one study's: {"lr": .., "weight_decay": ..}), those a cell of
     `ablation` takes: all, except a value the ablation sets itself. `no_reg`, `no_l2` and `l1` set
     `train.optimizer.weight_decay: 0` to measure what weight decay buys, and the tuned value would undo
-    exactly that; they still take the tuned lr. None or {} (the preset does not tune) gives {}: the recipe's
-    values stand. Which study's values `tuned` holds is `tuned_key`'s choice."""
+    exactly that; they still take the tuned lr. An ablation that changes the optimizer keeps its own lr and
+    takes the tuned weight decay unless it sets its own (coupled L2 is part of the loss, the same for every
+    optimizer; adamw's decoupled decay sets its own); see AblationSpec.sets_optimizer. None or {} (the
+    preset does not tune) gives {}: the recipe's values stand. Which study's values `tuned` holds is
+    `tuned_key`'s choice."""
     return {key: value for key, value in (tuned or {}).items() if ablation is None or not ablation.sets_optimizer(key)}
 
 
@@ -262,9 +273,10 @@ def resolve_cell(plan: PlanConfig, arch: str, ablation: str, tuned: Tuned | None
     tuned, key = tuned or {}, tuned_key(plan, arch, ablation)
     info = model_info(arch)
     reason = None
-    if "batch_norm" in abl.model and not info.has_batch_norm_switch:
-        reason = f"{arch} has no batch norm switch"
-        abl = abl.model_copy(update={"model": {k: v for k, v in abl.model.items() if k != "batch_norm"}})
+    missing = [key for key in SWITCHES if key in abl.model and getattr(info, SWITCHES[key][0]) is None]
+    if missing:
+        reason = f"{arch} has no {SWITCHES[missing[0]][1]} to switch"
+        abl = abl.model_copy(update={"model": {k: v for k, v in abl.model.items() if k not in missing}})
         plan = plan.model_copy(update={"ablations": {**plan.ablations, ablation: abl}})
     model, train = _validate(_layers(plan, arch, ablation, tuned.get(key), key), arch, where)
     listed = plan.architectures[arch].presets.get(plan.preset, ArchitectureBudget()).ablations
@@ -276,16 +288,30 @@ def resolve_cell(plan: PlanConfig, arch: str, ablation: str, tuned: Tuned | None
         base = tuned.get(arch)
         base_model, base_train = _validate(_layers(plan, arch, BASELINE, base), arch, f"cell {arch}/{BASELINE}")
         same_train = train if key == arch else _validate(_layers(plan, arch, ablation, base), arch, where)[1]
-        if _effective(base_model, info) == _effective(model, info) and base_train == same_train:
+        reason = _nothing_to_change(plan, abl, arch, base_model, base_train)
+        if reason is None and base_model.effective() == model.effective() and base_train == same_train:
             reason = f"same config as {BASELINE} for {arch}"
     return Cell(arch, ablation, abl.group, abl.about, plan.preset, budget, model, train, reason)
 
 
-def _effective(model: ModelConfig, info) -> tuple:
-    """Model switches with the family defaults filled in, so `dropout: null` equals the paper's p."""
-    batch_norm = info.default_batch_norm if model.batch_norm is None else model.batch_norm
-    dropout = info.default_dropout if model.dropout is None else model.dropout
-    return model.name, model.width, batch_norm, dropout, model.stem_stride
+# Model switches an ablation may set, with the ModelInfo field saying whether the model has it (None: no).
+SWITCHES = {"norm": ("default_norm", "normalization layers"), "pooling": ("default_pooling", "down-sampling pools")}
+
+
+def _nothing_to_change(plan: PlanConfig, abl: AblationSpec, arch: str, base_model: ModelConfig,
+                       base_train: TrainConfig) -> str | None:
+    """Why an ablation that replaces a part of the baseline has no such part to replace here, or None:
+    another norm where the baseline has none (that would measure adding a norm, `no_bn`'s question); another
+    optimizer where the baseline does not train with the recipe's (its `buys` compares with the recipe's)."""
+    norm = abl.model.get("norm")
+    if norm not in (None, "none") and base_model.effective()[2] == "none":
+        return f"{arch}'s baseline has no normalization for {norm} norm to replace"
+    own = abl.train.get("optimizer")
+    recipe = plan.recipe.train.get("optimizer", {}).get("name", OptimizerConfig.model_fields["name"].default)
+    if isinstance(own, dict) and "name" in own and base_train.optimizer.name != recipe:
+        return (f"{arch}'s baseline trains with {base_train.optimizer.name}, not the recipe's {recipe}, "
+                f"which the optimizer ablations are compared with")
+    return None
 
 
 def all_cells(plan: PlanConfig, tuned: Tuned | None = None) -> list[Cell]:

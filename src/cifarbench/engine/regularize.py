@@ -1,6 +1,6 @@
 """Regularization the engine owns: which parameters are decayed, the L1 penalty, and early stopping.
 
-(Dropout and batch norm belong to the model zoo: `build_model(..., dropout=p, batch_norm=on/off)`.)
+(Dropout and normalization belong to the model zoo: `build_model(..., dropout=p, norm="batch" | ... | "none")`.)
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ stem (which shrink the image 8x) become one 3x3 conv to 192 channels at full res
 Inception modules of the paper's Table 1 follow with two 3x3/2 max pools (32 -> 16 -> 8), then global
 average pooling and a linear classifier. The 5x5 branch is two 3x3 convs (as in kuangliu, later
 Inception versions), the auxiliary classifiers are dropped, and every conv is followed by batch norm
-(Inception v2 practice; `batch_norm=False` removes it). 6.17M parameters. `stem_stride=2` makes the stem
+(Inception v2 practice; `norm` switches it). `pooling` swaps the two down-sampling max pools (not the
+branches' stride-1 pools) for average pools or stride-2 convs. 6.17M parameters. `stem_stride=2` makes the stem
 conv stride 2 (16 -> 8 -> 4 maps): 4x fewer FLOPs, for CPU presets.
 """
 
@@ -16,7 +17,7 @@ from functools import partial
 import torch
 import torch.nn as nn
 
-from cifarbench.models.layers import classifier, conv_bn_relu, scaled
+from cifarbench.models.layers import classifier, conv_norm_relu, downsample, scaled
 from cifarbench.models.registry import register_model
 
 # Table 1 of the paper, per Inception module: #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj.
@@ -31,9 +32,9 @@ STEM_CHANNELS = 192
 
 
 class Inception(nn.Module):
-    def __init__(self, cin: int, n1, n3red, n3, n5red, n5, pool_proj, *, batch_norm: bool):
+    def __init__(self, cin: int, n1, n3red, n3, n5red, n5, pool_proj, *, norm: str):
         super().__init__()
-        conv = partial(conv_bn_relu, batch_norm=batch_norm)
+        conv = partial(conv_norm_relu, norm=norm)
         self.branches = nn.ModuleList([
             conv(cin, n1, 1),
             nn.Sequential(conv(cin, n3red, 1), conv(n3red, n3, 3)),
@@ -47,15 +48,16 @@ class Inception(nn.Module):
 
 
 class GoogLeNet(nn.Module):
-    def __init__(self, *, num_classes: int, width: float, batch_norm: bool, dropout: float, stem_stride: int = 1):
+    def __init__(self, *, num_classes: int, width: float, norm: str, pooling: str, dropout: float,
+                 stem_stride: int = 1):
         super().__init__()
         cin = scaled(STEM_CHANNELS, width)
-        layers = [conv_bn_relu(3, cin, stride=stem_stride, batch_norm=batch_norm)]
+        layers = [conv_norm_relu(3, cin, stride=stem_stride, norm=norm)]
         for item in INCEPTIONS:
             if item == "M":
-                layers.append(nn.MaxPool2d(3, 2, 1))
+                layers.append(downsample(pooling, cin, 3, 2, 1, norm=norm))
             else:
-                layers.append(Inception(cin, *(scaled(c, width) for c in item), batch_norm=batch_norm))
+                layers.append(Inception(cin, *(scaled(c, width) for c in item), norm=norm))
                 cin = layers[-1].out_channels
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1))
         self.classifier = classifier(cin, num_classes, dropout)
@@ -64,6 +66,7 @@ class GoogLeNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register_model(family="googlenet", paper="Szegedy et al. 2015, CVPR", batch_norm=True, stem_stride=True)
+@register_model(family="googlenet", paper="Szegedy et al. 2015, CVPR", norm="batch", stem_stride=True,
+                pooling="max")
 def googlenet(**kw):
     return GoogLeNet(**kw)

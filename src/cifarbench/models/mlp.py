@@ -26,6 +26,6 @@ class MLP(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register_model(family="mlp", paper="Rumelhart et al. 1986, Nature", batch_norm=None)
+@register_model(family="mlp", paper="Rumelhart et al. 1986, Nature", norm=None)
 def mlp(**kw):
     return MLP((512, 256), **kw)

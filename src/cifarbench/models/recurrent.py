@@ -6,7 +6,7 @@ GRU: Cho et al., "Learning phrase representations using RNN encoder-decoder ..."
 Adapted for 32x32 RGB inputs as in the seed course: (N, 3, 32, 32) becomes (N, 32 rows, 96 features)
 in PyTorch's batch-first [batch, seq, feature] layout, each row's features being its 32 red, then 32
 green, then 32 blue values. One layer of 128 hidden units (`width` scales it); the last hidden state
-feeds the linear classifier. There is no batch-norm switch; the recurrence always runs in fp32.
+feeds the linear classifier. There is no norm or pooling switch; the recurrence always runs in fp32.
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ class RowRNN(nn.Module):
         return self.classifier(out[:, -1])
 
 
-@register_model(family="recurrent", paper="Hochreiter & Schmidhuber 1997, Neural Computation", batch_norm=None)
+@register_model(family="recurrent", paper="Hochreiter & Schmidhuber 1997, Neural Computation", norm=None)
 def lstm(**kw):
     return RowRNN(nn.LSTM, **kw)
 
 
-@register_model(family="recurrent", paper="Cho et al. 2014, EMNLP", batch_norm=None)
+@register_model(family="recurrent", paper="Cho et al. 2014, EMNLP", norm=None)
 def gru(**kw):
     return RowRNN(nn.GRU, **kw)

@@ -6,7 +6,8 @@ Two adaptations to 32x32 inputs, both from the paper or common practice:
   pixels instead of the 7x7/2 stem and pool shrinking the image 4x at once. 1x1 projection shortcuts.
 - resnet20/32/44/56/110: the paper's own CIFAR networks (Section 4.2): 3 stages of 16-32-64 channels,
   n = (depth - 2) / 6 basic blocks each, parameter-free shortcuts (option A: subsample, zero-pad channels).
-Without batch norm, the blocks' convs stay bias-free (torchvision's blocks); only the stem gets a bias.
+`norm` switches batch norm for another normalization (or none); without one, the blocks' convs stay
+bias-free (torchvision's blocks) and only the stem gets a bias. There are no pools to switch.
 `stem_stride=2` makes the stem conv stride 2, so every stage sees half the pixels per side (4x fewer FLOPs):
 the CPU presets' ResNet-18 (3.3x faster training at width 0.125, measured on 1 core).
 """
@@ -17,10 +18,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from cifarbench.models.layers import classifier, conv_bn_relu, norm_layer, scaled
+from cifarbench.models.layers import classifier, conv_norm_relu, norm_layer, scaled
 from cifarbench.models.registry import register_model
 
-register = register_model(family="resnet", paper="He et al. 2016, CVPR", batch_norm=True, stem_stride=True)
+register = register_model(family="resnet", paper="He et al. 2016, CVPR", norm="batch", stem_stride=True)
 
 
 class PadShortcut(nn.Module):
@@ -35,21 +36,21 @@ class PadShortcut(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, block, depths, channels, *, pad_shortcut=False, num_classes, width, batch_norm, dropout,
+    def __init__(self, block, depths, channels, *, pad_shortcut=False, num_classes, width, norm, dropout,
                  stem_stride=1):
         super().__init__()
-        channels, norm = [scaled(c, width) for c in channels], norm_layer(batch_norm)
+        channels, layer = [scaled(c, width) for c in channels], norm_layer(norm)
         cin = channels[0]
-        layers = [conv_bn_relu(3, cin, stride=stem_stride, batch_norm=batch_norm)]
+        layers = [conv_norm_relu(3, cin, stride=stem_stride, norm=norm)]
         for stage, (planes, depth) in enumerate(zip(channels, depths)):
             for i in range(depth):
                 stride, cout = (2 if stage > 0 and i == 0 else 1), planes * block.expansion
                 shortcut = None
                 if stride != 1 or cin != cout:
                     shortcut = PadShortcut(stride, cout - cin) if pad_shortcut else nn.Sequential(
-                        nn.Conv2d(cin, cout, 1, stride, bias=False), norm(cout)
+                        nn.Conv2d(cin, cout, 1, stride, bias=False), layer(cout)
                     )
-                layers.append(block(cin, planes, stride, shortcut, norm_layer=norm))
+                layers.append(block(cin, planes, stride, shortcut, norm_layer=layer))
                 cin = cout
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1))
         self.classifier = classifier(cin, num_classes, dropout)

@@ -1,5 +1,6 @@
 """VGG: Simonyan & Zisserman, "Very deep convolutional networks for large-scale image recognition",
-ICLR 2015; with batch norm after every conv (Ioffe & Szegedy 2015) as in torchvision's vgg*_bn.
+ICLR 2015; with batch norm after every conv (Ioffe & Szegedy 2015) as in torchvision's vgg*_bn (`norm`
+switches it) and `pooling` to swap the five max pools for average pools or stride-2 convs.
 
 Adapted to 32x32 as in kuangliu/pytorch-cifar: the paper's conv stacks (configurations A, B, D, E) and
 five 2x2 max pools are kept, which leave 512 x 1 x 1; the three 4096-unit FC layers (sized for 7x7x512)
@@ -10,10 +11,12 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from cifarbench.models.layers import classifier, conv_bn_relu, scaled
+from cifarbench.errors import ConfigError
+from cifarbench.models.layers import classifier, conv_norm_relu, downsample, scaled
 from cifarbench.models.registry import register_model
 
-register = register_model(family="vgg", paper="Simonyan & Zisserman 2015, ICLR", batch_norm=True, dropout=0.5)
+register = register_model(family="vgg", paper="Simonyan & Zisserman 2015, ICLR", norm="batch", dropout=0.5,
+                          pooling="max")
 
 # Table 1 of the paper: output channels of each 3x3 conv, "M" = 2x2 max pool.
 CONFIGS = {
@@ -25,14 +28,18 @@ CONFIGS = {
 
 
 class VGG(nn.Module):
-    def __init__(self, depth: int, *, num_classes: int, width: float, batch_norm: bool, dropout: float):
+    def __init__(self, depth: int, *, num_classes: int, width: float, norm: str, pooling: str,
+                 dropout: float):
         super().__init__()
+        if norm == "instance" and pooling == "conv":
+            raise ConfigError("vgg: norm=instance with pooling=conv: the last stride-2 conv makes 1x1 maps, whose "
+                              "instance norm is a constant; choose another norm or pooling")
         layers, cin = [], 3
         for item in CONFIGS[depth]:
             if item == "M":
-                layers.append(nn.MaxPool2d(2))
+                layers.append(downsample(pooling, cin, 2, 2, norm=norm))
             else:
-                layers.append(conv_bn_relu(cin, scaled(item, width), batch_norm=batch_norm))
+                layers.append(conv_norm_relu(cin, scaled(item, width), norm=norm))
                 cin = scaled(item, width)
         self.features = nn.Sequential(*layers)  # 32 px -> 1 px after five pools
         self.classifier = classifier(cin, num_classes, dropout)

@@ -1,7 +1,7 @@
 """The report's first section: what was trained, before any number is read.
 
-Per architecture, its baseline cell as the preset trains it: the model (width, parameters, stem, batch norm
-and dropout beside the paper's) and the training (optimizer, lr and weight decay with where each value came
+Per architecture, its baseline cell as the preset trains it: the model (width, parameters, stem,
+normalization and dropout beside the paper's) and the training (optimizer, lr and weight decay with where each value came
 from, schedule, epochs, batch); the data in words; one sentence on what such a benchmark can say; and which
 side of each comparison carries the tuned values. Everything is read from the plan (the cells' configs), the
 model registry and the tuned values, so the text cannot drift from what ran.
@@ -69,15 +69,13 @@ def model_table(plan: PlanConfig) -> pd.DataFrame:
     for arch, cell in baselines(plan, {}).items():
         info, (size, stride, narrowest) = model_info(arch), measure(cell.model)
         paper = paper_facts(info.family)
-        batch_norm = info.has_batch_norm_switch and (
-            info.default_batch_norm if cell.model.batch_norm is None else cell.model.batch_norm)
-        dropout = info.default_dropout if cell.model.dropout is None else cell.model.dropout
+        _, _, norm, _, dropout, _ = cell.model.effective()
         rows[arch] = {
             "width": f"{cell.model.width:g}",
             "parameters": f"{size:,}",
             "first conv": "no conv" if stride is None else _stem(stride, cell),
             "narrowest conv": "no conv" if narrowest is None else f"{narrowest} channel{'s' * (narrowest != 1)}",
-            "batch norm (paper)": f"{_yes(batch_norm)} ({_yes(paper.batch_norm)})",
+            "normalization (paper)": f"{norm or 'none'} ({'batch' if paper.batch_norm else 'none'})",
             "dropout (paper)": f"{dropout:g} ({paper.dropout:g})",
             "paper's, not here": paper.not_here or "–",
         }
@@ -86,10 +84,6 @@ def model_table(plan: PlanConfig) -> pd.DataFrame:
 
 def _stem(stride: int, cell: Cell) -> str:
     return f"stride {stride}" + (" (stem_stride)" if cell.model.stem_stride != 1 else "")
-
-
-def _yes(flag: bool) -> str:
-    return "yes" if flag else "no"
 
 
 def training_table(plan: PlanConfig, tuned: Tuned) -> pd.DataFrame:

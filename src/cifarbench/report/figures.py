@@ -19,7 +19,8 @@ from cifarbench.plan import BASELINE
 
 DPI = 100
 MISSING_GREY = "#d9d9d9"
-GROUP_COLOURS = {"regularization": "#4c72b0", "augmentation": "#dd8452", "baseline": "#555555"}
+GROUP_COLOURS = {"regularization": "#4c72b0", "augmentation": "#dd8452", "optimization": "#55a868",
+                 "architecture": "#8172b3", "baseline": "#555555"}
 
 
 def png_bytes(fig: Figure) -> bytes:
