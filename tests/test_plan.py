@@ -184,7 +184,7 @@ def test_an_ablation_changing_the_optimizer_keeps_its_own_lr_and_takes_the_tuned
     architecture's hand-set lr (0.05 for lenet5); coupled L2 is part of the loss and stays tuned."""
     spec = AblationSpec.model_validate(PARAMS["ablations"][ablation])
     assert tuned_values(spec, TUNED) == {"weight_decay": 1e-3}
-    cell = resolve_cell(parse(PARAMS).plan, "lenet5", ablation, tuned=TUNED)
+    cell = resolve_cell(parse(PARAMS).plan, "lenet5", ablation, tuned={"lenet5": TUNED})
     own_lr = {"sgd": 0.05, "adam": 1.0e-3}[ablation]
     assert (cell.train.optimizer.name, cell.train.optimizer.lr, cell.train.optimizer.weight_decay) == (
         ablation, own_lr, 1e-3)
@@ -277,7 +277,7 @@ def test_an_own_studys_values_never_make_a_cell_applicable():
     (no batch norm in params_small) stays n/a for no_bn although its own values differ from the baseline's."""
     plan = parse(with_changes(preset="default", ablations__no_bn__tune="own")).plan
     assert "same config as baseline" in resolve_cell(plan, "alexnet", "no_bn", OWN).not_applicable
-    assert "no batch norm switch" in resolve_cell(plan, "lstm", "no_bn", OWN).not_applicable
+    assert "has no normalization layers to switch" in resolve_cell(plan, "lstm", "no_bn", OWN).not_applicable
 
 
 def test_the_tune_stage_plans_one_study_per_baseline_and_per_own_ablation_cell_the_preset_runs():

@@ -41,7 +41,8 @@ def value_origin(key: str, ablation: AblationSpec, tuned: dict | None) -> str:
     `tune: own`), else the hand-set recipe's. `tuned`: the values of the study the cell takes (plan.tuned_key)."""
     if key in tuned_values(ablation, tuned):
         return OWN_STUDY if ablation.tune == "own" else TUNED
-    return ABLATION if ablation.sets_optimizer(key) else RECIPE
+    own = ablation.train.get("optimizer")
+    return ABLATION if isinstance(own, dict) and key in own else RECIPE  # sgd keeps the hand-set lr: recipe
 
 
 def cell_origin(key: str, plan: PlanConfig, tuned: Tuned, arch: str, ablation: str) -> str:
