@@ -113,3 +113,37 @@ def test_load_trained_names_what_is_missing(trained, tmp_path):
     (tmp_path / "seed0.pt").write_bytes(b"")
     with pytest.raises(CifarbenchError, match="no seed0.json beside it"):
         load_trained(tmp_path / "seed0.pt")
+
+
+def _log_at_once(args) -> str:
+    """One of several processes: a run of its own, then its datasets logged the moment the barrier opens."""
+    uri, barrier = args
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("race").experiment_id
+    run = client.create_run(experiment).info.run_id
+    archive = Archive(url="/data/cifar-10-python.tar.gz", md5="0" * 32, val_size=5000, split_seed=0)
+    subsets = [DataSubset("validation", "val", 500, {"first": 500}), DataSubset("test", "test", 8000, {"skip": 2000})]
+    barrier.wait()
+    log_datasets(client, run, archive, subsets)
+    return run
+
+
+def test_runs_starting_at_once_all_log_the_datasets_they_share(tmp_path):
+    """Every seed's first runs log the same validation and test datasets at once: MLflow's look-up-then-insert
+    can lose the race on the store's unique key (seen: a real default run's first run failed on it)."""
+    import multiprocessing
+
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(tracking_uri=uri).create_experiment("race")  # the store made once, before the fan-out
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, context.Pool(4) as pool:
+        barrier = manager.Barrier(4)
+        runs = pool.map(_log_at_once, [(uri, barrier)] * 4)
+    client = MlflowClient(tracking_uri=uri)
+    for run in runs:
+        inputs = client.get_run(run).inputs.dataset_inputs
+        assert sorted(i.dataset.name for i in inputs) == ["cifar10-test", "cifar10-val"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ CONTEXT = "mlflow.data.context"  # MLflow's input tag: what the run used a datas
 TRAINING, VALIDATION, TEST = "training", "validation", "test"  # its values, as MLflow's own autologgers write them
 MODEL_DIR = "model"  # the artifact folder of a run's weights and their config
 DIGEST_CHARS = 32  # MLflow stores a dataset digest in 36 characters
+RACE_RETRIES = 3  # log_datasets: attempts after losing the store's look-up-then-insert race
 
 
 @dataclass(frozen=True)
@@ -65,10 +67,29 @@ def dataset(archive: Archive, subset: DataSubset):
 
 
 def log_datasets(client, run_id: str, archive: Archive, subsets: Sequence[DataSubset]) -> None:
-    """The run's dataset inputs, one per subset with its context (logging the same again, on resume, adds none)."""
-    from mlflow.entities import DatasetInput, InputTag
+    """The run's dataset inputs, one per subset with its context (logging the same again, on resume, adds none).
 
-    client.log_inputs(run_id, [DatasetInput(dataset(archive, s), [InputTag(CONTEXT, s.context)]) for s in subsets])
+    MLflow's store looks a dataset up, then inserts it when absent: two runs starting at once (every seed's
+    first runs share their validation and test datasets) can both find it absent, and the second insert
+    fails on the store's unique key. Then the dataset exists, and logging again links it: retried."""
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.exceptions import MlflowException
+
+    inputs = [DatasetInput(dataset(archive, s), [InputTag(CONTEXT, s.context)]) for s in subsets]
+    for attempt in range(RACE_RETRIES + 1):
+        try:
+            client.log_inputs(run_id, inputs)
+            return
+        except MlflowException as exc:
+            if attempt == RACE_RETRIES or not _lost_insert_race(exc):
+                raise
+            time.sleep(0.1 * (attempt + 1))
+
+
+def _lost_insert_race(exc: Exception) -> bool:
+    """Whether `exc` is the store refusing a second insert of the same row (SQLite, PostgreSQL, MySQL)."""
+    text = str(exc)
+    return any(marker in text for marker in ("UNIQUE constraint failed", "duplicate key value", "Duplicate entry"))
 
 
 def log_model_files(client, run_id: str, weights: Path, config: Path) -> None:
