@@ -42,7 +42,7 @@ def gather(plan: PlanConfig, tracking: TrackingConfig) -> Inputs:
     runs, left_out = tables.select_current(load_runs(uri, tracking.experiment, plan.preset), expected)
     here = provenance()
     return Inputs(
-        preset=plan.preset, archs=list(plan.architectures), ablations=list(plan.ablations), expected=expected,
+        preset=plan.preset, archs=list(plan.architectures), ablations=tables.measured_ablations(expected), expected=expected,
         runs=runs, left_out=left_out, histories=load_histories(uri, runs),
         studies=load_tuning(uri, tracking.experiment, plan.preset), tuned=tuned, plan=plan,
         provenance={

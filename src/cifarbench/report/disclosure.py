@@ -134,6 +134,8 @@ def origins_table(plan: PlanConfig, tuned: Tuned) -> pd.DataFrame:
             rows[spec.buys.technique] = row | {"lr: with / without": "not planned", "wd: with / without": "not planned"}
             continue
         archs = [a for a in plan.architectures if all(cells[(a, s)].not_applicable is None for s in sides)]
+        if not archs:  # no architecture runs both cells in this preset: not a comparison of this report
+            continue
         for key, label in (("lr", "lr: with / without"), ("weight_decay", "wd: with / without")):
             row[label] = _summary({a: " / ".join(cell_origin(key, plan, tuned, a, s) for s in sides) for a in archs})
         rows[spec.buys.technique] = row

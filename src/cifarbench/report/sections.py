@@ -50,16 +50,19 @@ def document(inp: Inputs) -> tuple[Document, dict]:
     board = tables.leaderboard(inp.runs, inp.expected)
     deltas = tables.paired_deltas(inp.runs, inp.expected)
     buys = tables.paired_deltas(inp.runs, inp.expected, buys=True)
-    effect = tables.effects(buys, inp.expected)
+    effect = tables.effects(buys, inp.expected[inp.expected["ablation"].isin(inp.ablations)])
     missing = tables.missing_runs(inp.runs, inp.expected)
     planned = sum(len(e.seeds) for e in inp.expected.itertuples() if e.applies)
-    n_na = int((~inp.expected["applies"]).sum())
+    n_na = int((~inp.expected["applies"] & inp.expected["ablation"].isin(inp.ablations)).sum())
+    unrun = [b for b in inp.expected["ablation"].drop_duplicates() if b not in inp.ablations]
     intro = [
         f"Preset {inp.preset}: {len(inp.runs)} of {planned} planned runs found "
         f"({len(inp.archs)} architectures x {len(inp.ablations)} ablations, {n_na} cells not applicable); "
         f"{len(missing)} missing; {len(tables.untrained_runs(inp.runs))} did not train (named in section 2); "
         f"{len(inp.left_out)} current runs of this preset left out because they were made "
         "under other params or code than the plan gives now (dvc repro reruns those cells).",
+        *([f"Not run by any architecture in this preset, so left out of every table: "
+           f"{', '.join(unrun)} (the nightly and full presets run them)."] if unrun else []),
         "Accuracies are test-set percentages. What a technique buys is the test accuracy with it minus without it "
         "(each ablation names the pair of cells, e.g. rotation = rotate - aug_none), in percentage points, "
         "paired by seed: positive = it helps. Source: the current MLflow runs of this preset (see Provenance).",
@@ -171,7 +174,7 @@ def matrix_section(buys: pd.DataFrame, deltas: pd.DataFrame, board: pd.DataFrame
     if len(missing):
         blocks += ["Missing runs (not finished, or made under other params):",
                    Bullets([f"{r.arch}/{r.ablation}/seed{r.seed}" for r in missing.itertuples()])]
-    about = inp.expected.drop_duplicates("ablation")
+    about = inp.expected[inp.expected["ablation"].isin(inp.ablations)].drop_duplicates("ablation")
     blocks += ["How each technique is measured (the with cell − the without cell) and what each ablation changes:",
                Bullets([f"{labels.get(r.ablation, 'the reference')} = {r.with_} − {r.without}: {r.ablation}, {r.about}"
                         if r.ablation != BASELINE else f"{r.ablation}: {r.about}" for r in about.itertuples()]),
@@ -281,7 +284,8 @@ def curves_section(inp: Inputs, stopping: pd.DataFrame) -> Section:
         if (inp.histories["arch"] == arch).any():
             fig = figures.learning_curves(inp.histories, inp.runs, arch, inp.ablations)
             blocks.append(Image(f"curves_{arch}.png", png_bytes(fig), f"learning curves of {arch}"))
-    ended = pd.DataFrame([[_ended(inp.runs, e) for e in inp.expected[inp.expected["arch"] == a].itertuples()]
+    shown = inp.expected[inp.expected["ablation"].isin(inp.ablations)]
+    ended = pd.DataFrame([[_ended(inp.runs, e) for e in shown[shown["arch"] == a].itertuples()]
                           for a in inp.archs], index=pd.Index(inp.archs, name="arch"), columns=inp.ablations)
     blocks += ["Epoch at which each seed ended (of the planned epochs; † early stop, ‡ diverged):", Table(ended)]
     if len(stopping):

@@ -17,6 +17,13 @@ from cifarbench.tracking.tags import CONFIG_HASH, DID_NOT_TRAIN, TRAINED
 ACC = "metrics.test_acc"
 
 
+def measured_ablations(expected: pd.DataFrame) -> list[str]:
+    """The ablations some architecture runs in this preset (and the baseline), in plan order: one no
+    architecture runs (an ablation left to the nightly and full presets) gets no column of n/a."""
+    applies = expected.groupby("ablation", sort=False)["applies"].any()
+    return [b for b in expected["ablation"].drop_duplicates() if b == BASELINE or applies[b]]
+
+
 def expected_cells(cells: list[Cell], ablations: dict[str, AblationSpec] | None = None) -> pd.DataFrame:
     """The plan as a frame: one row per (arch, ablation), in params.yaml order, with the question each
     ablation answers (`technique`: acc(`with`) - acc(`without`); empty for the baseline)."""
@@ -172,7 +179,7 @@ def effects(buys: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
     a floored standard error (`_study_variances`)."""
     about = expected.drop_duplicates("ablation").set_index("ablation")["about"]
     rows = []
-    for ablation, d in buys[buys["state"] != "reference"].groupby("ablation", sort=False):
+    for ablation, d in buys[(buys["state"] != "reference") & buys["ablation"].isin(about.index)].groupby("ablation", sort=False):
         ok = d[d["state"] == "ok"]
         variances, outside = _study_variances(ok)
         entered = variances.notna()
@@ -237,6 +244,8 @@ def _verdict(r) -> str:
         return "too few architectures with 2 seeds for a summary"
     if r.re_p_bh < stats.ALPHA:
         return "helps" if r.re_delta > 0 else "hurts"
+    if r.re_lo > 0 or r.re_hi < 0:  # the raw interval excludes 0, the correction over techniques does not keep it
+        return f"no clear effect after correction (p {r.re_p:.2g}, BH {r.re_p_bh:.2g})"
     return "no clear effect"
 
 
