@@ -157,3 +157,25 @@ def test_the_tuning_table_has_a_row_per_study_own_studies_after_their_baseline()
     assert table.loc["vgg11", "trials_complete"] == 6 and table.loc["lenet5", "trials_complete"] == 4
     assert table.loc["vgg11/no_bn", "best_lr"] == 0.004 and table.loc["vgg11/no_bn", "tuned"]
     assert table.loc["resnet18/no_bn", "study"] == "missing" and not table.loc["resnet18/no_bn", "tuned"]
+
+
+def test_an_ablation_no_architecture_runs_in_the_preset_gets_no_column():
+    """no_bn applies to no architecture here (as the course's ablations in the default preset): the report's
+    tables leave it out instead of a column of n/a; the baseline stays."""
+    from cifarbench.report.tables import measured_ablations
+
+    assert measured_ablations(expected(("vgg11", "resnet18"))) == ["baseline", "aug_none", "rotate", "dropout"]
+    table = effects(paired_deltas(runs(), expected(), buys=True), expected()[lambda e: e["ablation"] != "no_bn"])
+    assert "batch norm" not in table.index and "crop+flip" in table.index
+
+
+def test_a_summary_that_clears_zero_only_before_the_correction_says_so():
+    from types import SimpleNamespace
+
+    from cifarbench.report.tables import _verdict
+
+    row = dict(archs=3, re_archs=3, did_not_train=0, re_delta=0.036, re_lo=0.024, re_hi=0.048)
+    assert _verdict(SimpleNamespace(**row, re_p=0.0062, re_p_bh=0.055)) == \
+        "no clear effect after correction (p 0.0062, BH 0.055)"
+    assert _verdict(SimpleNamespace(**row, re_p=0.0062, re_p_bh=0.02)) == "helps"
+    assert _verdict(SimpleNamespace(**{**row, "re_lo": -0.01}, re_p=0.2, re_p_bh=0.4)) == "no clear effect"
