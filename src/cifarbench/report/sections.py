@@ -352,8 +352,9 @@ def tuning_section(inp: Inputs) -> Section:
                     "importance lr", "importance wd"]
     return Section("tuning", "6. Tuning", "Optuna's best learning rate and weight decay per architecture (validation "
                    "split only), and per ablation tuned on its own cell (`tune: own`, rows `<arch>/<ablation>`). "
-                   "Trial 0 of every study is the cell's recipe lr/wd, never pruned: 'gain' is the best trial's "
-                   "validation accuracy minus the recipe's, same seed and epochs; the spread shows how much the "
+                   "Trial 0 of every study is the cell's recipe lr/wd, pruned like any other trial: 'gain' is the "
+                   "best trial's validation accuracy minus the recipe's where the recipe's trial completed (same seed "
+                   "and epochs; – where it was pruned); the spread shows how much the "
                    "search space matters; importance says which of the two mattered more.", [Table(show)])
 
 

@@ -32,7 +32,7 @@ class TrialSpec:
     prepared: Path  # absolute
     tracker: Tracker
     mlflow_run_id: str
-    recipe: bool = False  # the recipe's own lr/wd: never pruned, the reference the tuned values must beat
+    recipe: bool = False  # the recipe's own lr/wd (trial 0): the reference, pruned like any other trial
 
     @property
     def cell(self):
@@ -57,7 +57,7 @@ def run_trial(spec: TrialSpec) -> dict:
         epochs[0] = record.epoch
         log.log_epoch(record)
         trial.report(record.val_acc, record.epoch)
-        if not spec.recipe and first <= record.epoch < cell.train.epochs and trial.should_prune():
+        if first <= record.epoch < cell.train.epochs and trial.should_prune():
             raise optuna.TrialPruned()
 
     try:
