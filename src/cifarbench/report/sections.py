@@ -185,7 +185,9 @@ def per_class_section(inp: Inputs) -> Section:
 
 def _most_confused(arch: str, c: tables.Confusion) -> str:
     true, predicted, rate = c.most_confused()
-    seeds = f"{c.seeds} seeds" if c.seeds == c.trained else f"{c.seeds} of {c.trained} seeds (the rest logged no matrix)"
+    seeds = f"{c.seeds} seed{'s' * (c.seeds != 1)}"
+    if c.seeds < c.trained:
+        seeds = f"{c.seeds} of {c.trained} seeds; the others logged no matrix"
     return f"{arch}: {pct(rate)} % of the {true} images predicted {predicted} ({seeds})"
 
 
