@@ -29,7 +29,7 @@ from cifarbench.report import tables
 from cifarbench.report.render import Image, to_html, to_markdown
 from cifarbench.report.sections import Inputs, document
 from cifarbench.tracking import Tracker, log_report, provenance, tracking_uri
-from cifarbench.tracking.read import load_histories, load_runs, load_tuning
+from cifarbench.tracking.read import load_confusions, load_histories, load_runs, load_tuning
 from cifarbench.tracking.tags import GIT_COMMIT, GIT_DIRTY
 
 ATTACHED = ("comparison.md", "comparison.html", "metrics.json", "runs.csv")  # with figures/: the report's MLflow run
@@ -45,6 +45,7 @@ def gather(plan: PlanConfig, tracking: TrackingConfig) -> Inputs:
         preset=plan.preset, archs=list(plan.architectures), ablations=tables.measured_ablations(expected), expected=expected,
         runs=runs, left_out=left_out, histories=load_histories(uri, runs),
         studies=load_tuning(uri, tracking.experiment, plan.preset), tuned=tuned, plan=plan,
+        confusions=load_confusions(uri, tables.trained_baselines(runs)["run_id"]),
         provenance={
             "git commit of this report": here[GIT_COMMIT] + (" (dirty work tree)" if here[GIT_DIRTY] == "true" else ""),
             "dvc.lock sha256 (first 16)": _digest(DVC_LOCK),

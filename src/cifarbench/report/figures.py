@@ -154,6 +154,34 @@ def _ablation_colours(ablations: list[str]) -> dict[str, str]:
     return {BASELINE: "black", **{a: palette[i % len(palette)] for i, a in enumerate(others)}}
 
 
+def confusion_matrices(confusions: dict) -> Figure:
+    """One panel per architecture (`confusions`: arch -> tables.Confusion): its baseline's confusion matrix
+    summed over seeds, row-normalized (percent of each true class's images predicted as each class), one
+    shared colour scale 0-100 %; the diagonal is the per-class accuracy."""
+    archs = list(confusions) or ["(no confusion matrices logged)"]
+    cols = min(4, len(archs))
+    rows = math.ceil(len(archs) / cols)
+    fig = Figure(figsize=(3.4 * cols + 0.8, 3.4 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    image = None
+    for ax, arch in zip(axes.flat, confusions):
+        c = confusions[arch]
+        rates = 100 * c.rates().to_numpy(dtype=float)
+        image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=100)
+        labels = [str(name) for name in c.counts.columns]
+        ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(c.counts.index)), [str(name) for name in c.counts.index], fontsize=7)
+        ax.tick_params(length=0)
+        ax.set_title(f"{arch} (seeds: {c.seeds})", fontsize=9)
+    for ax in axes.flat[len(confusions):]:
+        ax.axis("off")
+    if image is not None:
+        fig.colorbar(image, ax=axes, fraction=0.03, pad=0.02).set_label("% of the true class's test images")
+    fig.supxlabel("predicted class", fontsize=9)
+    fig.supylabel("true class", fontsize=9)
+    return fig
+
+
 def pareto(board: pd.DataFrame, fronts: dict[str, pd.Series]) -> Figure:
     """Baseline test accuracy (mean, std bar) against FLOPs and against parameters; Pareto front joined."""
     fig = Figure(figsize=(11, 4), layout="constrained")

@@ -148,6 +148,10 @@ td.missing { color: #cf222e; }
 td.na { color: #8c959f; }
 td.text { text-align: left; }
 img { max-width: 100%; height: auto; display: block; margin: 12px 0; }
+table.sortable thead th { cursor: pointer; user-select: none; }
+table.sortable thead th:hover { background: #e4e8ec; }
+th[aria-sort="ascending"]::after { content: " \\25B2"; font-size: 10px; }
+th[aria-sort="descending"]::after { content: " \\25BC"; font-size: 10px; }
 """
 
 # Sets <body data-images-loaded="true"> once every image has decoded, for tests and anyone curious.
@@ -161,12 +165,53 @@ window.addEventListener("load", function () {
 """
 
 
+# Sorts a table.sortable by the header clicked (or Enter on it); a second click reverses. Whole rows move, so
+# a cell's marks (*, °, bold) stay with it. A cell that starts with a number ("93.01 ± 0.10", "+1.50 [...]*",
+# "1,234", "−0.5", "12%", "< 0.001") sorts by that number, the rest ("missing", "n/a", names) as text after
+# the numbers in either direction.
+SORT_SCRIPT = """
+function cifarbenchSortKey(text) {
+  var m = /^(<\\s*)?([+\\-\\u2212]?\\d[\\d,]*(\\.\\d+)?(e[+\\-]?\\d+)?)/i.exec(text.trim());
+  if (!m) { return null; }
+  var value = parseFloat(m[2].replace(/,/g, "").replace("\\u2212", "-"));
+  return m[1] ? value - Math.abs(value) * 1e-9 : value;  // "< 0.001" just below 0.001
+}
+function cifarbenchSort(table, column, header) {
+  var ascending = header.getAttribute("aria-sort") !== "ascending";
+  Array.prototype.forEach.call(header.parentNode.cells, function (h) { h.removeAttribute("aria-sort"); });
+  header.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+  var body = table.tBodies[0];
+  var rows = Array.prototype.slice.call(body.rows);
+  rows.sort(function (a, b) {
+    var x = a.cells[column].textContent, y = b.cells[column].textContent;
+    var p = cifarbenchSortKey(x), q = cifarbenchSortKey(y);
+    if ((p === null) !== (q === null)) { return p === null ? 1 : -1; }
+    var order = p === null ? x.localeCompare(y) : p - q;
+    return ascending ? order : -order;
+  });
+  rows.forEach(function (row) { body.appendChild(row); });
+}
+document.addEventListener("DOMContentLoaded", function () {
+  Array.prototype.forEach.call(document.querySelectorAll("table.sortable"), function (table) {
+    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (header, column) {
+      header.tabIndex = 0;
+      header.title = "sort by this column";
+      header.addEventListener("click", function () { cifarbenchSort(table, column, header); });
+      header.addEventListener("keydown", function (event) {
+        if (event.key === "Enter") { cifarbenchSort(table, column, header); }
+      });
+    });
+  });
+});
+"""
+
+
 def to_html(doc: Document) -> str:
     e = html.escape
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{e(doc.title)}</title><style>{STYLE}</style><script>{IMAGES_LOADED_SCRIPT}</script></head>",
+        f"<title>{e(doc.title)}</title><style>{STYLE}</style><script>{IMAGES_LOADED_SCRIPT}{SORT_SCRIPT}</script></head>",
         "<body><main>", f"<h1>{e(doc.title)}</h1>", *map(_html_block, doc.intro),
         "<nav><h2>Contents</h2><ul>",
         *(f'<li><a href="#{s.anchor}">{e(s.title)}</a></li>' for s in doc.sections), "</ul></nav>",
@@ -202,7 +247,7 @@ def _html_table(frame: pd.DataFrame) -> str:
     for label, row in frame.iterrows():
         cells = "".join(f"<td{_css(v, n)}>{e(str(v))}</td>" for v, n in zip(row, numeric))
         body.append(f"<tr><th>{e(str(label))}</th>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
 def _css(value, numeric_column: bool) -> str:

@@ -3,7 +3,7 @@ reading guide and its tables and figures."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,7 @@ class Inputs:
     tuned: dict              # plan.read_tuned_values: study key (arch, arch/ablation) -> {lr, weight_decay} or None
     provenance: dict[str, str]  # what the runs' tags do not say: this report's commit, dvc.lock digest, store
     plan: PlanConfig | None = None  # what was trained (the disclosure section); None: that section says so
+    confusions: dict[str, pd.DataFrame] = field(default_factory=dict)  # run id -> test confusion counts (read.load_confusions)
 
 
 def pct(x) -> str:
@@ -71,6 +72,7 @@ def document(inp: Inputs) -> tuple[Document, dict]:
     sections = [
         disclosure_section(inp.plan, inp.tuned),
         leaderboard_section(board, inp),
+        per_class_section(inp),
         matrix_section(buys, deltas, board, missing, inp),
         effects_section(effect, buys, inp.archs),
         curves_section(inp, tables.early_stopping(inp.runs, inp.expected, buys)),
@@ -156,6 +158,37 @@ def leaderboard_section(board: pd.DataFrame, inp: Inputs) -> Section:
                    "describes it: the reference its techniques are measured against in section 2, not a ranking of "
                    "the papers' architectures. Sorted by test accuracy; n is the number of seeds behind the mean (runs that did not train left out).",
                    blocks)
+
+
+def per_class_section(inp: Inputs) -> Section:
+    accuracy = tables.per_class_accuracy(inp.runs, inp.archs)
+    classes = [c for c in accuracy.columns if c != "seeds"]
+    confusions = tables.baseline_confusions(inp.runs, inp.confusions, inp.archs)
+    blocks = []
+    if classes:
+        show = formatted(accuracy, {**{c: pct for c in classes}, "seeds": lambda v: f"{v:.0f}"})
+        blocks += ["Test accuracy % on each class's images, mean over the baseline's seeds that trained:", Table(show)]
+    else:
+        blocks.append("No run logged per-class test accuracies (metrics test_acc_<class>).")
+    if confusions:
+        blocks += [Image("confusion.png", png_bytes(figures.confusion_matrices(confusions)),
+                         "confusion matrices of the baselines"),
+                   "The confusion matrices above (confusion.png), one per architecture, summed over the baseline's "
+                   "seeds and row-normalized: row = true class, column = the class predicted, the diagonal = the "
+                   "accuracy per class. Each baseline's most frequent mistake:",
+                   Bullets([_most_confused(arch, c) for arch, c in confusions.items()])]
+    else:
+        blocks.append("No baseline run logged a confusion matrix (artifact seed<k>-confusion.json).")
+    return Section("per-class", "1b. Per class: baselines", "Where each baseline's errors fall: its accuracy on each "
+                   "class, and which classes it mistakes for which.", blocks)
+
+
+def _most_confused(arch: str, c: tables.Confusion) -> str:
+    true, predicted, rate = c.most_confused()
+    seeds = f"{c.seeds} seed{'s' * (c.seeds != 1)}"
+    if c.seeds < c.trained:
+        seeds = f"{c.seeds} of {c.trained} seeds; the others logged no matrix"
+    return f"{arch}: {pct(rate)} % of the {true} images predicted {predicted} ({seeds})"
 
 
 def _mean_std(mean: float, std: float, untrained: int = 0) -> str:

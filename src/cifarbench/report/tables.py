@@ -6,6 +6,8 @@ cell the plan skips shows why, instead of either silently disappearing.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -15,6 +17,7 @@ from cifarbench.tracking.read import column
 from cifarbench.tracking.tags import CONFIG_HASH, DID_NOT_TRAIN, TRAINED
 
 ACC = "metrics.test_acc"
+PER_CLASS = "metrics.test_acc_"  # + a class name: the run's test accuracy on that class's images (runner.py)
 
 
 def measured_ablations(expected: pd.DataFrame) -> list[str]:
@@ -79,6 +82,62 @@ def leaderboard(runs: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
             "lr": _first(r, "params.train.optimizer.lr"), "weight_decay": _first(r, "params.train.optimizer.weight_decay"),
         })  # fmt: skip
     return pd.DataFrame(rows).set_index("arch")
+
+
+def trained_baselines(runs: pd.DataFrame) -> pd.DataFrame:
+    """The baseline runs that trained: the ones every per-architecture number of the report averages."""
+    base = runs[runs["ablation"] == BASELINE]
+    return base[trained(base)]
+
+
+def per_class_accuracy(runs: pd.DataFrame, archs: list[str]) -> pd.DataFrame:
+    """Architecture x class: each baseline's test accuracy on that class's images (a fraction), the mean over
+    its seeds that trained (NaN where none), in the order the classes were logged; `seeds`: how many. No
+    class columns where no run logged per-class metrics."""
+    if "ablation" not in runs:
+        return pd.DataFrame(index=pd.Index(archs, name="arch"))
+    base = trained_baselines(runs)
+    classes = [c for c in runs.columns if c.startswith(PER_CLASS)]
+    table = base.groupby("arch")[classes].mean().reindex(archs)
+    table.columns = [c.removeprefix(PER_CLASS) for c in classes]
+    table["seeds"] = base.dropna(subset=classes, how="all").groupby("arch").size().reindex(archs, fill_value=0)
+    return table.rename_axis("arch")
+
+
+@dataclass(frozen=True)
+class Confusion:
+    counts: pd.DataFrame  # test images, true class (rows) x predicted class (columns), summed over `seeds`
+    seeds: int            # baseline seeds whose matrix was found
+    trained: int          # baseline seeds that trained (more than `seeds`: some run logged no matrix)
+
+    def rates(self) -> pd.DataFrame:
+        """Row-normalized: of each true class's images, the fraction predicted as each class."""
+        return self.counts.div(self.counts.sum(axis=1).replace(0, np.nan), axis=0)
+
+    def most_confused(self) -> tuple[str, str, float]:
+        """(true class, predicted class, fraction of the true class's images): the largest off-diagonal rate."""
+        rates = self.rates().to_numpy(dtype=float, copy=True)
+        np.fill_diagonal(rates, np.nan)
+        i, j = np.unravel_index(np.nanargmax(rates), rates.shape)
+        return self.counts.index[i], self.counts.columns[j], float(rates[i, j])
+
+
+def baseline_confusions(runs: pd.DataFrame, matrices: dict[str, pd.DataFrame], archs: list[str]) -> dict[str, Confusion]:
+    """Per architecture (those with any matrix, in `archs` order): its baseline's confusion matrices summed
+    over the seeds that trained. `matrices`: run id -> counts (tracking.read.load_confusions)."""
+    if not matrices or "ablation" not in runs:
+        return {}
+    base = trained_baselines(runs)
+    out = {}
+    for arch in archs:
+        ids = base.loc[base["arch"] == arch, "run_id"]
+        found = [matrices[i] for i in ids if i in matrices]
+        if found:
+            total = found[0]
+            for m in found[1:]:
+                total = total.add(m, fill_value=0)
+            out[arch] = Confusion(total, len(found), len(ids))
+    return out
 
 
 def trained(runs: pd.DataFrame) -> pd.Series:

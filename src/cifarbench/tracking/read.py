@@ -3,6 +3,7 @@
     load_runs(uri, experiment, preset)       one row per current training run of the preset
     load_tuning(uri, experiment, preset)     one row per current tuning study (`tune/<arch>[/<ablation>]`)
     load_histories(uri, runs)                one row per (run, epoch) of the per-epoch metrics
+    load_confusions(uri, run_ids)            each run's test confusion matrix (its logged artifact)
 
 Columns follow `mlflow.search_runs`: `metrics.<name>`, `params.<name>`, `tags.<name>`, plus the identity
 columns run_id, run_name, arch, ablation, ablation_group, seed (int) and status (the benchmark's own
@@ -13,7 +14,11 @@ the report and the nightly comparison.
 
 from __future__ import annotations
 
+import json
 import re
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
 
 import pandas as pd
 
@@ -23,6 +28,7 @@ from cifarbench.tracking.tags import ABLATION, ABLATION_GROUP, ARCH, CURRENT, KI
 
 EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
 COLUMNS = (ARCH, ABLATION, ABLATION_GROUP, SEED, STATUS)  # tags that become plain columns of load_runs
+CONFUSION_ARTIFACT = re.compile(r"seed\d+-confusion\.json")  # runner.py logs {"classes": [...], "confusion": [[...]]}
 PAGE = 1000  # runs per search request (MLflow's server caps a page at 50,000)
 
 
@@ -75,6 +81,33 @@ def load_histories(tracking_uri: str, runs: pd.DataFrame, metrics: tuple[str, ..
     wide = long.pivot(index=["run_id", "epoch"], columns="key", values="value").reset_index()
     wide = wide.merge(runs[["run_id", "arch", "ablation", "seed"]], on="run_id")
     return wide.reindex(columns=columns).sort_values(["arch", "ablation", "seed", "epoch"]).reset_index(drop=True)
+
+
+def load_confusions(tracking_uri: str, run_ids: Iterable[str]) -> dict[str, pd.DataFrame]:
+    """run id -> its confusion matrix on the test images: counts, true class (rows) x predicted class
+    (columns), from the artifact `seed<k>-confusion.json` the runner logs. A run without one (or with one
+    that is not a square matrix over its classes) is absent: the report counts the matrices it found."""
+    client = store.client(tracking_uri)
+    matrices = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for run_id in run_ids:
+            names = [a.path for a in client.list_artifacts(run_id) if CONFUSION_ARTIFACT.fullmatch(a.path)]
+            if not names:
+                continue
+            local = client.download_artifacts(run_id, names[0], str(Path(folder, run_id)))
+            matrix = _confusion_frame(json.loads(Path(local).read_text(encoding="utf-8")))
+            if matrix is not None:
+                matrices[run_id] = matrix
+    return matrices
+
+
+def _confusion_frame(logged: dict) -> pd.DataFrame | None:
+    classes, counts = logged.get("classes"), logged.get("confusion")
+    if not (isinstance(classes, list) and isinstance(counts, list) and len(counts) == len(classes)
+            and all(isinstance(row, list) and len(row) == len(classes) for row in counts)):
+        return None
+    names = [str(c) for c in classes]
+    return pd.DataFrame(counts, index=pd.Index(names, name="true"), columns=pd.Index(names, name="predicted"))
 
 
 def _load_current(tracking_uri: str, experiment: str, preset: str) -> pd.DataFrame:
