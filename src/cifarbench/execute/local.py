@@ -125,7 +125,10 @@ class LocalExecutor:
 
     def close(self) -> None:
         """Stop every worker now (running runs are killed; their checkpoints stay)."""
-        processes = list((self._pool._processes or {}).values())  # no public way to kill before Python 3.14
+        # Private: no public way to kill the workers before Python 3.14, and its kill_workers() does not wait
+        # for them to exit. tests/test_install.py::test_process_pool_keeps_its_workers_in_processes fails
+        # if the attribute goes or changes shape.
+        processes = list((self._pool._processes or {}).values())
         self._pool.shutdown(wait=False, cancel_futures=True)
         for process in processes:
             process.kill()

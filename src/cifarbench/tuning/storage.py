@@ -14,6 +14,7 @@ import os
 import shutil
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -72,6 +73,34 @@ def journal_storage(path: str) -> optuna.storages.JournalStorage:
 
     Reads the whole journal (a damaged one raises ValueError)."""
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path, FlockLock(f"{path}.lock")))
+
+
+@contextlib.contextmanager
+def heartbeat(trial_id: int, storage: optuna.storages.BaseStorage):
+    """While the block runs, the trial's heartbeat is recorded every heartbeat interval of an RDB storage
+    opened with one (fail_stale_trials then leaves the trial alone; silent for the grace period, it is failed
+    and queued again). What Study.optimize does for its own trials, which ask/tell does not; built on
+    RDBStorage's public heartbeat methods, not Optuna's private `_heartbeat` module. A journal has no
+    heartbeats (a dead coordinator's trials are found by their owner, is_dead)."""
+    interval = storage.get_heartbeat_interval() if isinstance(storage, optuna.storages.RDBStorage) else None
+    if interval is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            storage.record_heartbeat(trial_id)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name=f"optuna-heartbeat-{trial_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _rdb_storage(url: str, cfg: TuneConfig, attempts: int = 5) -> optuna.storages.RDBStorage:

@@ -97,7 +97,9 @@ class Study:
         params = {"lr": trial.params["lr"], "weight_decay": trial.params.get("weight_decay", 0.0)}
         run_id = self.log.start_trial(trial.number, params, trial.user_attrs.get("retry_of"))
         trial.set_user_attr(TRIAL_RUN, run_id)
-        return TrialSpec(self.search, self.url, self.cfg, trial._trial_id, trial.number, params, prepared,
+        study_id = self.storage.get_study_id_from_name(self.search.study)  # Trial has no public id
+        trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        return TrialSpec(self.search, self.url, self.cfg, trial_id, trial.number, params, prepared,
                          self.tracker, run_id, bool(trial.user_attrs.get(RECIPE)))
 
     def tell(self, spec: TrialSpec, outcome: dict | None) -> None:
@@ -107,7 +109,7 @@ class Study:
             else TrialState.FAIL
         tags = {DIVERGED: str(outcome["epochs"])} if outcome and outcome["diverged"] else {}
         if outcome:
-            study._storage.set_trial_user_attr(spec.trial_id, "epochs", outcome["epochs"])
+            self.storage.set_trial_user_attr(spec.trial_id, "epochs", outcome["epochs"])
         with contextlib.suppress(ValueError, optuna.exceptions.UpdateFinishedTrialError):
             study.tell(spec.number, outcome["value"] if state == TrialState.COMPLETE else None, state=state)
         self.log.end_trial(spec.mlflow_run_id, _STATE[state], tags if outcome else {REASON: "error"})

@@ -10,13 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-from optuna.storages._heartbeat import get_heartbeat_thread  # what Study.optimize uses; we ask/tell
 
 from cifarbench.runner import train_one, training_data
 from cifarbench.tracking import Tracker, TrialLog
 from cifarbench.tuning.config import TuneConfig
 from cifarbench.tuning.search import Search, first_prune_epoch, make_pruner
-from cifarbench.tuning.storage import open_storage
+from cifarbench.tuning.storage import heartbeat, open_storage
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,7 @@ def run_trial(spec: TrialSpec) -> dict:
             raise optuna.TrialPruned()
 
     try:
-        with get_heartbeat_thread(spec.trial_id, storage):
+        with heartbeat(spec.trial_id, storage):
             result, _ = train_one(cell, spec.search.seed, data, on_epoch=on_epoch)
     except optuna.TrialPruned:
         return {"state": "pruned", "value": None, "epochs": epochs[0], "diverged": False}
