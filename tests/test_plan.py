@@ -196,6 +196,38 @@ def test_an_optimizer_ablation_setting_its_own_weight_decay_keeps_it_too():
     assert tuned_values(spec, TUNED) == {}
 
 
+OPTIMIZER_STUDIES = {"lenet5": TUNED, "lenet5/adam": {"lr": 3.0e-3, "weight_decay": 2.0e-5},
+            "lenet5/sgd": {"lr": 0.2, "weight_decay": 4.0e-4}}
+
+
+@pytest.mark.parametrize("ablation", ["sgd", "adam"])
+def test_an_optimizer_ablation_tuned_on_its_own_takes_its_own_studys_lr_and_weight_decay(ablation):
+    """Each optimizer at its own tuned lr (issue #24): adam's lr 1e-3 is only its study's trial 0."""
+    plan = parse(with_changes(**{f"ablations__{ablation}__tune": "own"})).plan
+    assert tuned_key(plan, "lenet5", ablation) == f"lenet5/{ablation}"
+    assert tuned_values(plan.ablations[ablation], OPTIMIZER_STUDIES[f"lenet5/{ablation}"]) == OPTIMIZER_STUDIES[f"lenet5/{ablation}"]
+    opt = resolve_cell(plan, "lenet5", ablation, OPTIMIZER_STUDIES).train.optimizer
+    assert (opt.name, opt.lr, opt.weight_decay) == (ablation, *OPTIMIZER_STUDIES[f"lenet5/{ablation}"].values())
+    # its own study not run yet (or the preset does not tune): its hand-set values, never the baseline's study's
+    untuned = resolve_cell(plan, "lenet5", ablation, {"lenet5": TUNED}).train.optimizer
+    assert (untuned.lr, untuned.weight_decay) == ({"sgd": 0.05, "adam": 1.0e-3}[ablation], 5.0e-4)
+
+
+def test_an_optimizer_ablation_tuned_on_its_own_keeps_a_weight_decay_it_sets():
+    adamw = {"group": "optimization", "about": "AdamW", "tune": "own",
+             "train": {"optimizer": {"name": "adamw", "lr": 1.0e-3, "weight_decay": 0.05}}}
+    plan = parse(with_changes(ablations__adamw=adamw)).plan  # lr and decay set: accepted, the lr is searched
+    assert tuned_values(plan.ablations["adamw"], {"lr": 3.0e-3, "weight_decay": 2.0e-5}) == {"lr": 3.0e-3}
+    opt = resolve_cell(plan, "lenet5", "adamw", {"lenet5/adamw": {"lr": 3.0e-3, "weight_decay": 0.05}}).train.optimizer
+    assert (opt.name, opt.lr, opt.weight_decay) == ("adamw", 3.0e-3, 0.05)
+
+
+def test_an_optimizer_ablation_tuned_on_its_own_gets_a_study_where_it_runs_only():
+    targets = tuning_targets(parse(with_changes(ablations__adam__tune="own")).plan)
+    # alexnet's default and lstm train with Adam, not the recipe's SGD+momentum: adam is n/a there, no study
+    assert [t for t in targets if t[1] != "baseline"] == [("lenet5", "adam"), ("vgg11", "adam"), ("resnet18", "adam")]
+
+
 @pytest.mark.parametrize("ablation", ["baseline", "dropout", "flip", "crop", "aug_none", "const_lr", "pool_avg",
                                       "norm_group", "vflip"])
 def test_every_other_ablation_takes_the_tuned_lr_and_weight_decay(ablation):
@@ -301,6 +333,9 @@ def test_tune_is_baseline_or_own_and_own_is_refused_where_it_cannot_work():
     tree = with_changes(ablations__no_bn__tune="own", ablations__no_bn__train={"optimizer": {"lr": 0.01}})
     with pytest.raises(ConfigError, match=r"ablations\.no_bn\.tune: own, but the ablation sets its lr itself"):
         parse(tree)
+    # the same lr with another optimizer is accepted: only that optimizer's study's starting point
+    tree = with_changes(ablations__no_bn__tune="own", ablations__no_bn__train={"optimizer": {"name": "adam", "lr": 0.01}})
+    assert parse(tree).plan.ablations["no_bn"].keeps_own("lr") is False
     assert parse(with_changes(ablations__no_l2__tune="own")).plan.ablations["no_l2"].tune == "own"  # lr searched
 
 

@@ -211,3 +211,14 @@ def test_the_rendered_report_opens_with_what_was_trained(tmp_path):
     assert "| lenet5 | 2 |" in first and "| lstm |" in first
     assert "official test images 2,000-3,999" in first and "Scaled-down models" in first
     assert "the report's section 0" in text  # the baseline's `about`, no longer "as in the paper"
+
+
+def test_an_optimizer_tuned_on_its_own_reads_tuned_own_study_for_its_lr_and_weight_decay():
+    plan = small_plan(ablations__adam__tune="own", ablations__sgd__tune="own")
+    own = {f"{arch}/{opt}": {"lr": 3.0e-3, "weight_decay": 2.0e-5} for arch in ("lenet5", "vgg11", "resnet18")
+           for opt in ("adam", "sgd")}
+    assert value_origin("lr", plan.ablations["adam"], own["lenet5/adam"]) == OWN_STUDY
+    assert value_origin("lr", plan.ablations["adam"], None) == ABLATION  # not tuned: its hand-set 1e-3
+    table = origins_table(plan, TUNED_VALUES | own)
+    assert table.loc["Adam vs SGD+momentum", "lr: with / without"] == "tuned (own study) / tuned"
+    assert table.loc["momentum", "wd: with / without"] == "tuned / tuned (own study)"

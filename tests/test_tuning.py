@@ -358,3 +358,38 @@ def test_a_preset_without_trials_writes_untuned_files_for_own_studies_too(workdi
     assert read_tuned_values(params.plan) == {"lenet5": None, "vgg11": None, "vgg11/no_bn": None}
     assert resolve_cell(params.plan, "vgg11", "no_bn", read_tuned_values(params.plan)).train.optimizer.lr == 0.05
     assert not (workdir / "mlflow.db").exists()
+
+
+# --- tune: own for the optimizer ablations (issue #24): each optimizer at its own tuned lr ------------------
+
+def optimizer_params() -> dict:
+    """params_small's default preset (lenet5: SGD+momentum), with adam and adamw tuned on their own."""
+    adamw = {"group": "optimization", "about": "AdamW", "tune": "own",
+             "buys": {"technique": "AdamW instead of Adam", "with": "adamw", "without": "adam"},
+             "train": {"optimizer": {"name": "adamw", "lr": 1.0e-3, "weight_decay": 0.05}}}
+    return small_params(ablations__adam__tune="own", ablations__adamw=adamw, presets__default__tune_trials=3,
+                        tune__lr={"momentum": [0.005, 0.5], "adam": [1.0e-4, 1.0e-2], "adamw": [2.0e-4, 2.0e-2]})
+
+
+def test_an_optimizers_own_study_searches_that_optimizers_lr_range(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tree = optimizer_params()
+    plan, cfg = parse(tree).plan, TuneConfig.model_validate(tree["tune"])
+    base, adam, adamw = (make_search(plan, cfg, "lenet5", STORAGE, a) for a in ("baseline", "adam", "adamw"))
+    assert (base.lr, adam.lr, adamw.lr) == ((0.005, 0.5), (1.0e-4, 1.0e-2), (2.0e-4, 2.0e-2))
+    assert adam.key == "lenet5/adam" and re.fullmatch(r"default/lenet5/adam/[0-9a-f]{12}", adam.study)
+    assert adam.weight_decay == base.weight_decay == (1.0e-6, 1.0e-2)  # coupled L2: searched as the baseline's
+    assert adamw.weight_decay is None  # adamw sets its decoupled decay: only the lr is searched
+
+
+def test_an_optimizers_own_study_starts_from_its_set_lr_and_keeps_a_decay_it_sets(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tree = optimizer_params()
+    plan, cfg = parse(tree).plan, TuneConfig.model_validate(tree["tune"])
+    url, tracker = str(tmp_path / STORAGE), Tracker.open(TrackingConfig(uri="sqlite:///mlflow.db"))
+    adam = Study(make_search(plan, cfg, "lenet5", url, "adam"), cfg, url, tracker).ask(tmp_path)
+    assert adam.recipe and adam.params == {"lr": 1.0e-3, "weight_decay": 5.0e-4}  # trial 0: Adam's 1e-3
+    study = Study(make_search(plan, cfg, "lenet5", url, "adamw"), cfg, url, tracker)
+    first, searched = study.ask(tmp_path), study.ask(tmp_path)
+    assert first.params == {"lr": 1.0e-3, "weight_decay": 0.05}
+    assert searched.params["weight_decay"] == 0.05 and 2.0e-4 <= searched.params["lr"] <= 2.0e-2  # decay kept, not 0

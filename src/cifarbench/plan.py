@@ -11,9 +11,10 @@ A cell's config is built from params.yaml by merging, in this order (later wins)
 
 Which ablations take the tuned values is one rule, `tuned_values`: every ablation takes the tuned learning
 rate and weight decay except a value it sets itself (`no_reg`, `no_l2` and `l1` set weight decay to 0), and
-an ablation that sets `optimizer.name` keeps its own lr (an lr tuned for SGD is no lr for Adam).
-Whose tuned values: the baseline's study's, except for an ablation with `tune: own` (no_bn), whose cells
-take the values of a study of their own (`tuning_targets` lists the studies a preset runs, `tuned_key`
+an ablation that sets `optimizer.name` keeps its own lr (an lr tuned for SGD is no lr for Adam) unless it
+has `tune: own`: then its own study searches its optimizer's lr, starting from the one it sets.
+Whose tuned values: the baseline's study's, except for an ablation with `tune: own` (no_bn; sgd, adam and
+adamw, each optimizer at its own tuned lr), whose cells take the values of a study of their own (`tuning_targets` lists the studies a preset runs, `tuned_key`
 names the one a cell takes, `read_tuned_values` reads them all).
 An ablation that resolves to the baseline's own config for an architecture (dropout where the paper
 already uses it, no_bn where there is no norm, pool_avg where the pools already average), or that has
@@ -111,20 +112,24 @@ class AblationSpec(Section):
     buys: Buys | None = None  # None for the baseline: the reference, not a question
     tune: Literal["baseline", "own"] = Field(
         "baseline", description="whose tuned lr/weight decay the cells take: the baseline's study, or a study "
-        "of this ablation's own cell (same search; for a change that moves the best lr, e.g. no batch norm)")
+        "of this ablation's own cell (same search, lr range by its optimizer; for a change that moves the best lr, "
+        "e.g. no batch norm, another optimizer)")
     model: Tree = {}
     train: Tree = {}
 
-    def sets_optimizer(self, key: str) -> bool:
-        """Whether this ablation sets optimizer value `key` itself (no_l2: weight_decay), which no tuning
-        changes. An ablation that sets `optimizer.name` (sgd, adam, adamw) trains another optimizer, whose lr
-        the baseline's study never searched (Adam's is ~100x smaller than SGD's): it keeps its own lr, the one
-        it sets, else the hand-set one of the layers below."""
+    def keeps_own(self, key: str) -> bool:
+        """Whether this ablation's cells keep optimizer value `key` ("lr", "weight_decay") rather than a tuned
+        one. A value it sets itself (no_l2's weight_decay 0) is what it measures: kept. An ablation that sets
+        `optimizer.name` (sgd, adam, adamw) trains another optimizer, whose lr the baseline's study never
+        searched (Adam's is ~100x smaller than SGD's): it keeps its own lr, the one it sets, else the hand-set
+        one of the layers below; unless it has `tune: own`, whose study searches that optimizer's lr: the lr
+        it sets is then only that study's trial 0 (the starting point), and its cells take the tuned lr."""
         own = self.train.get("optimizer")
         if not isinstance(own, dict):  # a malformed one is refused by TrainConfig, naming the key
             return False
-        return key in own or (key == "lr" and "name" in own)
-
+        if key == "lr" and "name" in own:
+            return self.tune != "own"
+        return key in own
 
 class PlanConfig(Section):
     preset: Name
@@ -181,9 +186,11 @@ def check_plan(plan: PlanConfig) -> None:
         raise ConfigError(f"params.yaml: ablations.{BASELINE}.tune: the baseline is always tuned by its own study; "
                           "remove the key")
     for name, spec in plan.ablations.items():
-        if spec.tune == "own" and spec.sets_optimizer("lr"):
-            raise ConfigError(f"params.yaml: ablations.{name}.tune: own, but the ablation sets its lr itself: its "
-                              "study would search an lr its cells never take; remove `tune: own` or the lr")
+        if spec.tune == "own" and spec.keeps_own("lr"):
+            raise ConfigError(f"params.yaml: ablations.{name}.tune: own, but the ablation sets its lr itself (the lr "
+                              "is what it measures, kept by every cell): its study would search an lr its cells never "
+                              "take; remove `tune: own` or the lr (an ablation that also sets `optimizer.name` may "
+                              "keep its lr: that optimizer's study starts from it)")
 
 
 def deep_merge(base: Tree, override: Tree) -> Tree:
@@ -210,7 +217,11 @@ def _layers(plan: PlanConfig, arch: str, ablation: str | None, tuned: Tree | Non
     if taken := tuned_values(abl, tuned):
         layers.append((f"tuned values of {tuned_by or arch}", {"train": {"optimizer": taken}}))
     if abl is not None:
-        layers.append((f"ablations.{ablation}", {"model": abl.model, "train": abl.train}))
+        train, own = abl.train, abl.train.get("optimizer")
+        if taken and isinstance(own, dict):  # a value it sets but does not keep (adam's lr under `tune: own`) is
+            # only its study's trial 0: the tuned one replaces it
+            train = {**train, "optimizer": {key: value for key, value in own.items() if key not in taken}}
+        layers.append((f"ablations.{ablation}", {"model": abl.model, "train": train}))
     return layers
 
 
@@ -218,18 +229,20 @@ def tuned_values(ablation: AblationSpec | None, tuned: Tree | None) -> Tree:
     """Of the tuned optimizer values `tuned` (one study's: {"lr": .., "weight_decay": ..}), those a cell of
     `ablation` takes: all, except a value the ablation sets itself. `no_reg`, `no_l2` and `l1` set
     `train.optimizer.weight_decay: 0` to measure what weight decay buys, and the tuned value would undo
-    exactly that; they still take the tuned lr. An ablation that changes the optimizer keeps its own lr and
-    takes the tuned weight decay unless it sets its own (coupled L2 is part of the loss, the same for every
-    optimizer; adamw's decoupled decay sets its own); see AblationSpec.sets_optimizer. None or {} (the
+    exactly that; they still take the tuned lr. An ablation that changes the optimizer keeps its own lr
+    (unless `tune: own`: its own study's lr) and takes the tuned weight decay unless it sets its own (coupled
+    L2 is part of the loss, the same for every optimizer; adamw's decoupled decay sets its own); see
+    AblationSpec.keeps_own. None or {} (the
     preset does not tune) gives {}: the recipe's values stand. Which study's values `tuned` holds is
     `tuned_key`'s choice."""
-    return {key: value for key, value in (tuned or {}).items() if ablation is None or not ablation.sets_optimizer(key)}
+    return {key: value for key, value in (tuned or {}).items() if ablation is None or not ablation.keeps_own(key)}
 
 
 def tuned_key(plan: PlanConfig, arch: str, ablation: str) -> str:
     """The study whose tuned values cell (arch, ablation) takes: `arch` (its baseline's study) for every
     ablation but one with `tune: own`, which takes `arch/ablation` (a study of its own cell: an lr tuned with
-    batch norm is often far too high without it, and no_bn would measure that mismatch, not batch norm)."""
+    batch norm is often far too high without it, and no_bn would measure that mismatch, not batch norm; an
+    optimizer compared at an lr tuned for another measures the lr, not the optimizer)."""
     return f"{arch}/{ablation}" if ablation != BASELINE and plan.ablations[ablation].tune == "own" else arch
 
 

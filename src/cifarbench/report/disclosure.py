@@ -28,7 +28,8 @@ TUNED, OWN_STUDY, RECIPE, ABLATION = "tuned", "tuned (own study)", "recipe", "ab
 ORIGINS = {
     TUNED: "tuned = Optuna's best for the architecture's baseline cell, searched on validation images",
     OWN_STUDY: "tuned (own study) = Optuna's best for this ablation's own cell, searched the same way (`tune: own`, "
-               "e.g. no_bn: an lr tuned with batch norm is often far too high without it)",
+               "e.g. no_bn: an lr tuned with batch norm is often far too high without it; sgd, adam, adamw: each optimizer at "
+               "its own lr)",
     RECIPE: "recipe = params.yaml's hand-set value (the recipe, or this architecture's or preset's override of it)",
     ABLATION: "ablation = set by the ablation itself (e.g. no_l2's weight decay 0)",
 }
@@ -42,7 +43,7 @@ def value_origin(key: str, ablation: AblationSpec, tuned: dict | None) -> str:
     if key in tuned_values(ablation, tuned):
         return OWN_STUDY if ablation.tune == "own" else TUNED
     own = ablation.train.get("optimizer")
-    return ABLATION if isinstance(own, dict) and key in own else RECIPE  # sgd keeps the hand-set lr: recipe
+    return ABLATION if isinstance(own, dict) and key in own else RECIPE  # sgd without `tune: own` keeps the hand-set lr
 
 
 def cell_origin(key: str, plan: PlanConfig, tuned: Tuned, arch: str, ablation: str) -> str:

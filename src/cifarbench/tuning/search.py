@@ -56,7 +56,7 @@ def make_search(plan: PlanConfig, cfg: TuneConfig, arch: str, storage: str, abla
     cell = dataclasses.replace(base, train=base.train.model_copy(update={"epochs": epochs}))
     opt = cell.train.optimizer
     lr = lookup(cfg.lr, opt.name, f"params.yaml tune.lr range for {arch}'s optimizer")
-    own_wd = plan.ablations[ablation].sets_optimizer("weight_decay")  # kept by plan.tuned_values: not searched
+    own_wd = plan.ablations[ablation].keeps_own("weight_decay")  # kept by plan.tuned_values: not searched
     wd = cfg.weight_decay if opt.weight_decay > 0 and not own_wd else None
     info = PREPARED / "info.json"
     data = json.loads(info.read_text()) if info.is_file() else {}

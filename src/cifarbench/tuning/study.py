@@ -94,7 +94,9 @@ class Study:
                 space["weight_decay"] = FloatDistribution(*self.search.weight_decay, log=True)
             trial = self.study(len(trials)).ask(space)
             trial.set_user_attr(OWNER, me())
-        params = {"lr": trial.params["lr"], "weight_decay": trial.params.get("weight_decay", 0.0)}
+        # Weight decay not searched is the cell's own (0 for lstm and no_l2; adamw's decoupled 0.05), kept.
+        fixed_wd = self.search.cell.train.optimizer.weight_decay
+        params = {"lr": trial.params["lr"], "weight_decay": trial.params.get("weight_decay", fixed_wd)}
         run_id = self.log.start_trial(trial.number, params, trial.user_attrs.get("retry_of"))
         trial.set_user_attr(TRIAL_RUN, run_id)
         study_id = self.storage.get_study_id_from_name(self.search.study)  # Trial has no public id
@@ -168,7 +170,7 @@ def summarize(study: optuna.Study | None, search: Search, storage: str) -> dict:
     if complete:
         best = study.best_trial
         out |= {"tuned": True, "best_val_acc": best.value,
-                "optimizer": {"lr": best.params["lr"], "weight_decay": best.params.get("weight_decay", 0.0)},
+                "optimizer": {"lr": best.params["lr"], "weight_decay": best.params.get("weight_decay", opt.weight_decay)},
                 "val_acc_range": [min(t.value for t in complete), max(t.value for t in complete)]}
     recipe = [t.value for t in complete if t.user_attrs.get(RECIPE)]
     out["recipe_val_acc"] = recipe[0] if recipe else None
