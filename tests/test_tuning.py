@@ -303,9 +303,9 @@ def test_an_own_study_searches_the_ablations_cell_under_a_name_that_says_so(work
     base, own = make_search(plan, cfg, "vgg11", url), make_search(plan, cfg, "vgg11", url, "no_bn")
     assert re.fullmatch(r"smoke/vgg11/[0-9a-f]{12}", base.study) and base.key == "vgg11" and not base.own
     assert re.fullmatch(r"smoke/vgg11/no_bn/[0-9a-f]{12}", own.study) and own.key == "vgg11/no_bn" and own.own
-    assert own.cell.model.batch_norm is False and base.cell.model.batch_norm is not False
+    assert own.cell.model.norm == "none" and base.cell.model.norm != "none"
     assert (own.lr, own.weight_decay, own.trials) == (base.lr, base.weight_decay, base.trials)  # the same search
-    with pytest.raises(ConfigError, match="lenet5 has no batch norm switch|same config as baseline"):
+    with pytest.raises(ConfigError, match="lenet5 has no batch norm switch|lenet5 has no normalization|same config as baseline"):
         make_search(plan, cfg, "lenet5", url, "no_bn")  # not applicable: no study
     with pytest.raises(ConfigError, match="set `ablations.dropout.tune: own`"):
         make_search(plan, cfg, "vgg11", url, "dropout")
