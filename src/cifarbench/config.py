@@ -69,9 +69,57 @@ class TrackingConfig(Section):
 T = TypeVar("T", bound=BaseModel)
 
 
+# Bounds on what params.yaml may be: the real file is ~20 KB and nests ~6 levels deep. Past them it is not a
+# params file (a generated or pasted blob), and PyYAML's recursive composer would end in a RecursionError.
+MAX_PARAMS_BYTES = 1 << 20
+MAX_NESTING = 64
+SHOWN_CHARS = 200  # a value quoted in an error message is cut to this length
+
+
+class ParamsRefused(yaml.YAMLError):
+    """params.yaml holds something ParamsLoader refuses (a duplicate key, an alias, too deep a nesting); the
+    message names the line and the fix."""
+
+
 class ParamsLoader(yaml.SafeLoader):
     """PyYAML's safe loader reading floats as YAML 1.2 (and DVC's ruamel) does: `dvc exp run -S lr=1e-6` writes
-    `1e-06`, which YAML 1.1 would read as the string '1e-06'."""
+    `1e-06`, which YAML 1.1 would read as the string '1e-06'. Stricter than YAML: a duplicate key is refused
+    (YAML keeps the last silently; DVC refuses the file), and so are anchors and aliases (`&a`, `*a`: one
+    alias bomb expands to gigabytes; params.yaml has none and `dvc exp run -S` writes them out anyway), and
+    nesting deeper than MAX_NESTING."""
+
+    nesting = 0  # nodes open around the one being composed
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise ParamsRefused(f"line {event.start_mark.line + 1}: YAML anchors and aliases (&name, *name) are not "
+                                "allowed in params.yaml: write the value out where it is used")
+        self.nesting += 1
+        try:
+            if self.nesting > MAX_NESTING:
+                raise ParamsRefused(f"line {event.start_mark.line + 1}: nested more than {MAX_NESTING} levels deep; "
+                                    "params.yaml holds sections of settings, a few levels deep")
+            return super().compose_node(parent, index)
+        finally:
+            self.nesting -= 1
+
+    def construct_mapping(self, node, deep=False):
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: {...}` merges; the explicit keys override it
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                seen = first_line.get(key)
+            except TypeError:  # an unhashable key: the base class refuses it with its own message
+                continue
+            if seen is not None:
+                raise ParamsRefused(f"line {line}: duplicate key {shorten(repr(key))} (first at line {seen}); YAML would "
+                                    "keep only the last one silently, and DVC refuses the file: remove one of them")
+            first_line[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 ParamsLoader.add_implicit_resolver(
@@ -84,21 +132,49 @@ ParamsLoader.add_implicit_resolver(
     list("-+0123456789."))
 
 
+def shorten(text: str, limit: int = SHOWN_CHARS) -> str:
+    """`text` cut to `limit` characters, saying how long it was: an error message stays readable whatever
+    value it quotes."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
 def read_yaml(text: str) -> Any:
     """YAML text as params.yaml is read (ParamsLoader)."""
     return yaml.load(text, Loader=ParamsLoader)  # noqa: S506 - a SafeLoader subclass
 
 
-def load_params(path: Path | str = PARAMS_FILE) -> dict[str, Any]:
-    """The raw params tree (cifarbench.params.load validates it whole). A missing file or invalid YAML is a
-    ConfigError."""
-    path = Path(path)
+def read_params_text(path: Path) -> str:
+    """The file's text: UTF-8 (as YAML and DVC read it), at most MAX_PARAMS_BYTES."""
     try:
-        tree = read_yaml(path.read_text())
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path} not found: run from the project root or pass --params PATH") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder, not a params file: pass --params PATH of a params.yaml") from None
+    if len(data) > MAX_PARAMS_BYTES:
+        raise ConfigError(f"{path} is {len(data):,} bytes, more than a params file holds ({MAX_PARAMS_BYTES:,} at "
+                          "most): check that --params names the project's params.yaml")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}, line {line}: "
+                          f"{data[exc.start:exc.start + 4]!r}): save it as UTF-8 and run again") from None
+
+
+def load_params(path: Path | str = PARAMS_FILE) -> dict[str, Any]:
+    """The raw params tree (cifarbench.params.load validates it whole). A missing, non-UTF-8 or oversized file,
+    invalid YAML, or YAML that ParamsLoader refuses is a ConfigError."""
+    path = Path(path)
+    text = read_params_text(path)
+    try:
+        tree = read_yaml(text)
+    except ParamsRefused as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"{path} is not valid YAML: {shorten(str(exc), 1000)}") from None
+    except RecursionError:  # a bound above missed a way to nest
+        raise ConfigError(f"{path}: nested too deeply; params.yaml holds sections of settings, a few levels deep") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"{path} must hold a mapping of sections (data:, train:, ...), got {type(tree).__name__}")
     check_top_level(tree)
@@ -115,7 +191,7 @@ def check_top_level(tree: dict[str, Any]) -> None:
     unknown = [str(k) for k in tree if k not in TOP_LEVEL_KEYS]
     if unknown:
         raise ConfigError("\n".join(
-            f"params.yaml: {key}: unknown top-level section; remove it or check its spelling "
+            f"params.yaml: {shorten(key)}: unknown top-level section; remove it or check its spelling "
             f"(valid: {', '.join(TOP_LEVEL_KEYS)})" for key in unknown))
 
 
@@ -130,7 +206,7 @@ def parse_section(model: type[T], raw: Any, key: str) -> T:
         problems = []
         for err in exc.errors():
             where = ".".join([*([key] if key else []), *(str(p) for p in err["loc"] if p != "[key]")])
-            problems.append(f"params.yaml: {where}: {describe(err)}")
+            problems.append(shorten(f"params.yaml: {shorten(where)}: {describe(err)}", 5 * SHOWN_CHARS))
         raise ConfigError("\n".join(problems)) from None
 
 
@@ -152,4 +228,4 @@ def describe(err: dict) -> str:
         msg += ", not .inf or .nan"
     elif err["type"] == "string_pattern_mismatch" and err["ctx"].get("pattern") == NAME_PATTERN:
         msg = "names may hold only letters, digits, '_', '.' and '-' (they become paths and DVC stage names)"
-    return f"{msg} (got {got!r})"
+    return f"{msg} (got {shorten(repr(got))})"

@@ -10,6 +10,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -58,6 +59,7 @@ def open_storage(url: str, cfg: TuneConfig) -> optuna.storages.BaseStorage:
                                   f"start the database server, or point {ENV_STORAGE} (or params.yaml tune.storage) "
                                   "at one that runs") from exc
     Path(url).parent.mkdir(parents=True, exist_ok=True)
+    check_is_journal(Path(url))
     try:
         return journal_storage(url)
     except ValueError as exc:  # json.JSONDecodeError, or Optuna's "Invalid log format."
@@ -152,7 +154,11 @@ class FlockLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, me().encode(), 0)
         if self.repair and self.path.endswith(".lock"):
-            _cut_torn_line(Path(self.path.removesuffix(".lock")))
+            try:
+                _cut_torn_line(Path(self.path.removesuffix(".lock")))
+            except BaseException:  # not a journal: refused, and the lock not kept (Optuna releases only what it got)
+                self.release()
+                raise
         return True
 
     def _open(self, deadline: float) -> int:
@@ -180,14 +186,70 @@ class FlockLock:
         os.close(fd)  # closing drops the lock
 
 
+SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+RECORD_START = b'{"op_code":'  # how Optuna's JournalFileBackend writes every line (json.dumps of {"op_code": ...})
+
+
+def not_a_journal(path: Path) -> str | None:
+    """Why the file at `path` is not an Optuna journal (None if it reads as one, torn last line and all): a
+    SQLite database (an MLflow store, an Optuna sqlite:/// file), or a first line that is not Optuna's record.
+    Reads only the first line."""
+    with open(path, "rb") as f:
+        head = f.readline(1 << 16)
+    if head.startswith(SQLITE_MAGIC):
+        return "a SQLite database (an MLflow store, or an Optuna storage to give as sqlite:///PATH)"
+    torn_first = not head.endswith(b"\n") and RECORD_START.startswith(head)  # a kill during the first append
+    if head and not head.startswith(RECORD_START) and not torn_first:
+        return f"its first line is not one of Optuna's journal records ({{\"op_code\": ...}}): {head[:40]!r}"
+    return None
+
+
+def check_is_journal(path: Path) -> None:
+    """A folder, or a file that is not an Optuna journal, given as the journal, is a CifarbenchError naming it
+    and the fix; the file is not touched."""
+    if path.is_dir():
+        raise CifarbenchError(f"{path} is a folder, not an Optuna journal: point params.yaml tune.storage (or "
+                              f"{ENV_STORAGE}) at a journal file in it, e.g. {path / 'studies.journal'}")
+    if path.is_file() and (why := not_a_journal(path)) is not None:
+        raise CifarbenchError(f"{path} is not an Optuna journal: it is {why}. Nothing in it was changed; point "
+                              f"params.yaml tune.storage (or {ENV_STORAGE}) at the journal file "
+                              "(optuna/studies.journal by default) or at the database's URL")
+
+
+def damaged_line(path: Path) -> int | None:
+    """The number of the first whole line of the journal at `path` that is not a JSON record of Optuna's,
+    None if all are (a torn last line, without its newline, is not judged)."""
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            if not line.endswith(b"\n"):
+                return None
+            try:
+                record = json.loads(line)
+            except ValueError:
+                return number
+            if not isinstance(record, dict) or "op_code" not in record:
+                return number
+    return None
+
+
 def repair_journal(url: str) -> str | None:
-    """Cut off the torn last line of a journal file, under its lock; returns what was done, or None."""
-    if "://" in url or not Path(url).is_file():
+    """Cut off the torn last line of a journal file, under its lock; returns what was done, or None. A folder,
+    a file that is not a journal, or a journal damaged before its last line is a CifarbenchError, and nothing
+    is changed."""
+    if "://" in url:
         return None
+    path = Path(url)
+    check_is_journal(path)
+    if not path.is_file():
+        return None
+    if (number := damaged_line(path)) is not None:
+        raise CifarbenchError(f"{path}: the Optuna journal is damaged inside (line {number} is not one of its JSON "
+                              f"records); doctor changed nothing. Move it aside (`mv {path} {path}.broken`) and "
+                              "run again: the studies start over")
     lock = FlockLock(f"{url}.lock", repair=False)
     lock.acquire()
     try:
-        return _cut_torn_line(Path(url))
+        return _cut_torn_line(path)
     finally:
         lock.release()
 
@@ -195,13 +257,15 @@ def repair_journal(url: str) -> str | None:
 def _cut_torn_line(path: Path) -> str | None:
     """A journal's last line cut short (disk full or a kill mid-append) is tolerated by Optuna only until
     the next append lands behind it; then every read raises. Cut it off, keeping the whole file as
-    `<journal>.torn-<time>`. The caller holds the journal's lock."""
+    `<journal>.torn-<time>`. The caller holds the journal's lock. A file that is not a journal is refused
+    (check_is_journal), never cut."""
     if not path.is_file():
         return None
     with open(path, "rb+") as f:
         size = f.seek(0, os.SEEK_END)
         if size == 0 or os.pread(f.fileno(), 1, size - 1) == b"\n":
             return None
+        check_is_journal(path)
         start = max(0, size - (1 << 20))  # journal lines are a few hundred bytes
         tail = os.pread(f.fileno(), size - start, start)
         keep = start + tail.rfind(b"\n") + 1 if b"\n" in tail else 0
