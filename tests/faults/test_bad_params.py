@@ -54,8 +54,8 @@ def run_tune(project: Path, monkeypatch, capsys, change) -> tuple[int, str]:
 
 CASES = {
     # name: (change, what the message must say)
-    "string_lr": (lambda t: _set(t, "recipe/train/optimizer/lr", "1e-3"),
-                  [r"train\.optimizer\.lr", "without quotes", "'1e-3'"]),
+    "string_lr": (lambda t: _set(t, "recipe/train/optimizer/lr", "0.001"),
+                  [r"train\.optimizer\.lr", "without quotes", "'0.001'"]),
     "string_epochs": (lambda t: _set(t, "presets/smoke/train/epochs", "10"),
                       [r"train\.epochs", "without quotes", "'10'"]),
     "bool_as_number": (lambda t: _set(t, "recipe/train/optimizer/lr", True), [r"train\.optimizer\.lr", "true/false"]),
