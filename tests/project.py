@@ -124,3 +124,12 @@ def stop_server(server: subprocess.Popen) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def architecture(params: dict, arch: str) -> dict:
+    """params.yaml's architectures.<arch>, without its presets' `ablations` lists: a test project that keeps
+    only some ablations would otherwise name the others there (an error, as a typo would be)."""
+    spec = dict(params["architectures"][arch])
+    spec["presets"] = {name: {k: v for k, v in budget.items() if k != "ablations"}
+                       for name, budget in (spec.get("presets") or {}).items()}
+    return spec

@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from cifarbench.config import load_params
 from cifarbench.io import read_json
-from project import ROOT, Project
+from project import Project, ROOT, architecture
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +42,7 @@ def base(tmp_path_factory, cifar_archive) -> Project:
     project = Project.create(folder, preset="smoke", data__url=str(archive),
                              data__md5=md5, data__val_size=100, presets__smoke__tune_trials=0,
                              presets__smoke__train={**smoke["train"], "epochs": EPOCHS},
-                             architectures={"lenet5": params["architectures"]["lenet5"]},
+                             architectures={"lenet5": architecture(params, "lenet5")},
                              ablations={k: params["ablations"][k] for k in ABLATIONS})
     project.repro("tune")
     return project

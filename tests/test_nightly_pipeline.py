@@ -11,7 +11,7 @@ import time
 import pytest
 
 from cifarbench.config import load_params
-from project import ROOT, Project
+from project import Project, ROOT, architecture
 from test_nightly import NIGHTLY_COMMAND
 
 pytestmark = pytest.mark.slow
@@ -24,7 +24,7 @@ def project(tmp_path_factory, cifar_archive) -> Project:
     params = load_params(ROOT / "params.yaml")
     return Project.create(
         tmp_path_factory.mktemp("nightly"), preset="default", data__url=str(archive), data__md5=md5,
-        data__val_size=100, architectures={"lenet5": {**params["architectures"]["lenet5"], "train": {"optimizer": {"name": "adam", "lr": 3e-3}}}},
+        data__val_size=100, architectures={"lenet5": {**architecture(params, "lenet5"), "train": {"optimizer": {"name": "adam", "lr": 3e-3}}}},
         ablations={k: params["ablations"][k] for k in ("baseline", "flip")},
         presets__smoke__seeds=[0, 1], presets__smoke__tune_trials=0, presets__smoke__train_subset=400,
         # 4 epochs of 20 batches: ~90-100% on the generated data for every seed with Adam (SGD at lr 0.05 left

@@ -16,7 +16,7 @@ from cifarbench.errors import ConfigError
 from cifarbench.io import read_json
 from cifarbench.params import parse
 from cifarbench.plan import all_cells
-from project import ROOT, Project, mlflow_server
+from project import Project, ROOT, architecture, mlflow_server
 
 pytestmark = pytest.mark.slow
 
@@ -186,7 +186,7 @@ def test_pipeline_logs_to_an_mlflow_server(tmp_path, cifar_archive, server_url):
     archive, md5 = cifar_archive
     params = load_params(ROOT / "params.yaml")
     project = Project.create(tmp_path, preset="smoke", data__url=str(archive), data__md5=md5, data__val_size=100,
-                             architectures={"lenet5": params["architectures"]["lenet5"]},
+                             architectures={"lenet5": architecture(params, "lenet5")},
                              ablations={k: params["ablations"][k] for k in ("baseline", "flip")})
     project.repro(MLFLOW_TRACKING_URI=server_url)
     assert not (tmp_path / "mlflow.db").exists()

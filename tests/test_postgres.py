@@ -22,7 +22,7 @@ from cifarbench.data.splits import prepare_splits
 from cifarbench.io import read_json
 from cifarbench.tuning import ENV_STORAGE
 from postgres import PASSWORD, USER, postgres  # noqa: F401 (the fixture)
-from project import ROOT, Project, mlflow_server
+from project import Project, ROOT, architecture, mlflow_server
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +45,7 @@ def test_pipeline_on_an_mlflow_server_and_optuna_on_postgresql(tmp_path, cifar_a
     archive, md5 = cifar_archive
     params = load_params(ROOT / "params.yaml")
     project = Project.create(tmp_path, preset="smoke", data__url=str(archive), data__md5=md5, data__val_size=100,
-                             architectures={"lenet5": params["architectures"]["lenet5"]},
+                             architectures={"lenet5": architecture(params, "lenet5")},
                              ablations={k: params["ablations"][k] for k in ("baseline", "flip")})
     storage = postgres.url("optuna")
     result = project.repro(MLFLOW_TRACKING_URI=url, **{ENV_STORAGE: storage})

@@ -30,7 +30,7 @@ from cifarbench.config import load_params
 from cifarbench.params import parse
 from cifarbench.report import load_histories, load_runs
 from cifarbench.report.build import gather, report_stage, run
-from project import ROOT, Project, mlflow_server
+from project import Project, ROOT, architecture, mlflow_server
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +57,7 @@ def report_project(tmp_path_factory, cifar_archive) -> Project:
     project = Project.create(
         tmp_path_factory.mktemp("report"), preset="smoke", data__url=str(archive), data__md5=md5,
         data__val_size=100, presets__smoke=smoke,
-        architectures={a: params["architectures"][a] for a in ARCHS},
+        architectures={a: architecture(params, a) for a in ARCHS},
         ablations={a: params["ablations"][a] for a in ABLATIONS},
     )  # fmt: skip
     started = time.perf_counter()
