@@ -119,7 +119,7 @@ def as_frame(table: list[list[str]]) -> dict[str, dict[str, str]]:
 def test_report_outputs_and_dvc_metrics(report_project):
     reports = report_project.path / "reports"
     figures = sorted(p.name for p in (reports / "figures").glob("*.png"))
-    assert figures == sorted(["ablation_matrix.png", "forest.png", "pareto.png", *(f"curves_{a}.png" for a in ARCHS)])
+    assert figures == sorted(["ablation_matrix.png", "confusion.png", "forest.png", "pareto.png", *(f"curves_{a}.png" for a in ARCHS)])
     shown = json.loads(report_project.run("dvc", "metrics", "show", "--json").stdout)
     metrics = next(iter(shown.values()))["data"]["reports/metrics.json"]["data"]
     assert metrics["runs"] == {"planned": RUNS, "found": RUNS, "missing": 0, "left_out": 0}
