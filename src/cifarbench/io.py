@@ -109,17 +109,24 @@ def locked(path: Path | str, timeout_s: float, what: str) -> Iterator[None]:
 
 
 def _flock_until(fd: int, deadline: float, path: Path, timeout_s: float, what: str) -> None:
+    holder = flock_by(fd, deadline)
+    if holder is not None:
+        raise CifarbenchError(
+            f"{what} stayed locked for more than {timeout_s:.0f} s by {holder or 'an unknown process'} (host/pid; "
+            f"lock file {path}). If that process hangs or is stopped (Ctrl-Z), end it (its lock goes with it) and "
+            "run again") from None
+
+
+def flock_by(fd: int, deadline: float) -> str | None:
+    """Take an exclusive fcntl lock on `fd`, polling until `deadline` (time.monotonic()): None once it is held,
+    else what its holder wrote into the file (its host/pid; "" when nothing)."""
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
+            return None
         except BlockingIOError:
             if time.monotonic() > deadline:
-                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "an unknown process"
-                raise CifarbenchError(
-                    f"{what} stayed locked for more than {timeout_s:.0f} s by {holder} (host/pid; lock file {path}). "
-                    "If that process hangs or is stopped (Ctrl-Z), end it (its lock goes with it) and run again"
-                ) from None
+                return os.pread(fd, 200, 0).decode(errors="replace").strip()
             time.sleep(0.05)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -22,7 +21,7 @@ from pathlib import Path
 import optuna
 
 from cifarbench.errors import CifarbenchError
-from cifarbench.io import locked, user_cache
+from cifarbench.io import flock_by, locked, user_cache
 from cifarbench.redact import mask_credentials
 from cifarbench.paths import in_repository
 from cifarbench.tuning.config import TuneConfig
@@ -137,19 +136,13 @@ class FlockLock:
     def acquire(self) -> bool:
         deadline = time.monotonic() + self.timeout_s
         fd = self._open(deadline)
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-                    os.close(fd)
-                    raise CifarbenchError(
-                        f"{self.path}: the Optuna journal's lock was held for more than {self.timeout_s:.0f} s "
-                        f"(by {holder}, host/pid). If that process hangs, stop it (its lock goes with it) and "
-                        "run again") from None
-                time.sleep(0.05)
+        holder = flock_by(fd, deadline)
+        if holder is not None:
+            os.close(fd)
+            raise CifarbenchError(
+                f"{self.path}: the Optuna journal's lock was held for more than {self.timeout_s:.0f} s "
+                f"(by {holder or 'unknown'}, host/pid). If that process hangs, stop it (its lock goes with it) and "
+                "run again") from None
         self.fd = fd
         os.ftruncate(fd, 0)
         os.pwrite(fd, me().encode(), 0)
