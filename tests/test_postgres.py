@@ -100,7 +100,9 @@ def test_two_coordinators_share_one_study_on_postgresql(tmp_path, cifar_archive,
     prepare_splits(cifar_archive[0], tmp_path / "data" / "prepared", val_size=100, seed=0)
     tree = load_params(ROOT / "params.yaml")
     tree["preset"], budget = "smoke", 6
-    tree["architectures"] = {"lenet5": tree["architectures"]["lenet5"]}
+    # lenet5 and ablations tuned with the baseline's values: one study (the course's optimizers have their own)
+    tree["architectures"] = {"lenet5": architecture(tree, "lenet5")}
+    tree["ablations"] = {name: spec for name, spec in tree["ablations"].items() if spec.get("tune") != "own"}
     smoke = tree["presets"]["smoke"]
     smoke |= {"tune_trials": budget, "tune_epochs": 3, "train": {**smoke["train"], "epochs": 3}}
     tree["tracking"] = {"experiment": "two-coordinators", "uri": "sqlite:///unused.db"}

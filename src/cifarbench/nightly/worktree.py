@@ -21,6 +21,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
+
 from cifarbench.errors import CifarbenchError, ConfigError
 from cifarbench.io import atomic_path
 
@@ -206,8 +208,8 @@ def run_stoppable(cmd: list[str], cwd: Path, env: dict, lock_fd: int) -> int:
 
 
 def _signal_tree(pid: int, signum: int) -> None:
-    import psutil
-
+    # psutil is imported with the module, never here: a second signal arriving while a handler imported it
+    # found a half-initialized module (AttributeError) and the nightly never forwarded its SIGKILL.
     try:
         root = psutil.Process(pid)
         processes = [root, *root.children(recursive=True)]
