@@ -13,7 +13,8 @@ threads, model, batch), so a machine measures once and all its projects share th
 file under a lock; a file this version cannot read is measured again, with a warning), and each run
 records it (tags `fast.autocast`, `fast.channels_last`, `fast.measured`). The choice is not part of a cell's
 key: moving the repository to another machine does not retrain finished cells, and throughput is only ever
-compared on the same CPU model (nightly).
+compared on the same CPU model (nightly). A run's choice is saved in its checkpoint: a resumed run keeps the
+one it started with, whatever the cache says by then (engine.train.fit).
 
 This module is the one place that decides bf16 on a CPU: `choose` by measurement; `unmeasured` for a run
 nothing was measured for (a tuning trial, a run on a Ray node, a direct `fit`), from the CPU's bf16

@@ -2,7 +2,8 @@
 
 The file holds everything that makes a resumed run continue bit for bit on the CPU: model, optimizer,
 schedule and early-stopping state, the generators' states, the global RNG (dropout draws from it), the
-step count and the history. It also holds the config and seed, and refuses to resume a different run.
+step count and the history, and the fast paths (autocast, channels_last) the run trains with, which its
+resume keeps. It also holds the config and seed, and refuses to resume a different run.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ seeded by `seed`; dropout draws from the global RNG, which `fit` seeds inside `t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -87,20 +88,24 @@ def fit(
     `checkpoint`: resumed from when it exists, else written (atomically) after every epoch; a finished
     run's checkpoint returns its result without training. `on_epoch` gets each epoch's record after the
     checkpoint is written; an exception it raises (e.g. optuna's TrialPruned) propagates. `cpu_paths`:
-    (autocast dtype, channels_last) measured for this model on this CPU (cifarbench.fastpaths).
+    (autocast dtype, channels_last) measured for this model on this CPU (cifarbench.fastpaths); a resumed
+    run keeps the ones its checkpoint was trained with, whatever the machine's cache says now.
     Weight decay: coupled L2 for sgd/momentum/adam, decoupled for adamw; none on biases and norm
     layers unless `exclude_norm_and_bias_from_decay` is off. With early stopping enabled the model
     ends with its best-validation weights (also after an early stop or a divergence).
     """
     device = resolve_device(cfg.device)
-    paths = choose(device, fast=cfg.fast, compile=cfg.compile, cpu=cpu_paths)
+    state = None
+    if checkpoint is not None and Path(checkpoint).exists():
+        state = load_checkpoint(checkpoint, config=cfg.model_dump(mode="json"), seed=seed)  # None: unreadable
+    paths = _resumed_paths(choose(device, fast=cfg.fast, compile=cfg.compile, cpu=cpu_paths), state)
     cuda = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
         run = _Run(model, train, val, cfg, seed, paths)
         try:
-            if checkpoint is not None and Path(checkpoint).exists():
-                run.load(checkpoint)
+            if state is not None:
+                run.restore(state)
             while run.status == RUNNING:
                 record = run.epoch()
                 if checkpoint is not None:
@@ -230,10 +235,8 @@ class _Run:
             "stopped_epoch": self.stopped_epoch,
         }
 
-    def load(self, path: Path | str) -> None:
-        state = load_checkpoint(path, config=self.cfg.model_dump(mode="json"), seed=self.seed)
-        if state is None:  # unreadable, moved aside: start over (nothing drew from the generators yet)
-            return
+    def restore(self, state: dict) -> None:
+        """Continue from a checkpoint's `state` (load_checkpoint's, checked against this run's config and seed)."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
@@ -244,6 +247,16 @@ class _Run:
         _set_rng_states(self, state["rng"])
         self.history, self.step = state["history"], state["step"]
         self.status, self.stopped_epoch = state["status"], state["stopped_epoch"]
+
+
+def _resumed_paths(chosen: FastPaths, state: dict | None) -> FastPaths:
+    """The fast paths a run continues with: its checkpoint's autocast and channels_last when it was trained on
+    this device (a run must not switch precision halfway: its numbers would be neither run's, and the
+    optimizer and GradScaler states belong to the old choice), else `chosen`."""
+    saved = (state or {}).get("fast_paths")
+    if not saved or saved.get("device") != chosen.device:
+        return chosen
+    return dataclasses.replace(chosen, autocast=saved["autocast"], channels_last=saved["channels_last"])
 
 
 def _rng_states(run: _Run) -> dict:

@@ -17,6 +17,9 @@ Failure semantics, the same for both:
 - a run whose worker process (or Ray node) dies is retried up to `max_retries` times; it resumes from its
   last epoch checkpoint (on a filesystem all workers share, at the same path), so its final numbers are
   those of an uninterrupted run;
+- a run that runs past `run_timeout_s` (hung: a deadlocked kernel, a stuck file system) is killed and
+  counted like a worker death: retried from its checkpoint up to `max_retries` times, then failed with a
+  message naming the run and the limit;
 - a run that raises is not retried: the other runs go on, and the caller gets the error;
 - Ctrl-C (SIGINT) or SIGTERM stops every worker and raises KeyboardInterrupt in the caller.
 """
@@ -37,6 +40,7 @@ from cifarbench.redact import mask_credentials
 
 ENV_EXECUTOR = "CIFARBENCH_EXECUTOR"  # local | ray: overrides params.yaml executor.kind
 ENV_RAY_ADDRESS = "CIFARBENCH_RAY_ADDRESS"  # overrides executor.address
+RUN_TIMEOUT_S = 6 * 3600.0  # executor.run_timeout_s by default
 
 
 class ExecutorConfig(Section):
@@ -47,6 +51,10 @@ class ExecutorConfig(Section):
                          "made on this machine); `local`: start a private one-machine cluster for this stage")
     cpus_per_run: int = Field(1, ge=1, le=1024, description="CPU threads of a run on a CPU")
     max_retries: int = Field(2, ge=0, le=100, description="a run whose worker or node died is retried this often")
+    # 6 h by default: far above a run of the CPU presets (minutes); a `full` run of a large model on a slow GPU
+    # may need more (set it, or null for no limit). A limit that is hit costs a retry, not the result.
+    run_timeout_s: float | None = Field(RUN_TIMEOUT_S, gt=0, le=30 * 86_400, description="seconds one attempt of a "
+                                        "run may take before it is killed and retried (null: no limit)")
 
 
 def resolve(cfg: ExecutorConfig) -> ExecutorConfig:
@@ -54,6 +62,12 @@ def resolve(cfg: ExecutorConfig) -> ExecutorConfig:
     update = {k: v for k, v in (("kind", os.environ.get(ENV_EXECUTOR)), ("address", os.environ.get(ENV_RAY_ADDRESS)))
               if v}
     return ExecutorConfig.model_validate(cfg.model_dump() | update) if update else cfg
+
+
+def timeout_message(key: Hashable, limit_s: float) -> str:
+    """What a run killed for running past the limit is told, in both executors' words."""
+    return (f"run {key} ran past executor.run_timeout_s ({limit_s:g} s) and was killed (hung?); raise "
+            "executor.run_timeout_s in params.yaml if its runs are really that long")
 
 
 @dataclass(frozen=True)

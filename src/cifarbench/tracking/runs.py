@@ -5,12 +5,18 @@ pipeline's experiment, with the flattened cell config as params, provenance and 
 Reruns: a run is tagged current only once it has finished, and at that moment the earlier runs of the
 same identity (preset, arch, ablation, seed) are retired (kept for history, never deleted). The report
 reads current runs only (read.py).
+
+Killed runs: a run's id is recorded beside its checkpoint as soon as the run exists, and a killed process's
+run is resumed by the next attempt. A kill in between (after the run was created, before its id was
+written) leaves a RUNNING run nobody resumes: the next attempt of the same identity ends it KILLED, when
+its owner (tag OWNER) is a process of this host that is gone (`end_orphans`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,8 +25,10 @@ from typing import Any
 
 from cifarbench.config import TrackingConfig
 from cifarbench.errors import CifarbenchError
+from cifarbench.io import atomic_path
+from cifarbench.processes import alive, me
 from cifarbench.tracking import lineage, store
-from cifarbench.tracking.tags import CURRENT, RUN_IDENTITY, SUPERSEDED_BY, query
+from cifarbench.tracking.tags import CURRENT, OWNER, RUN_IDENTITY, SUPERSEDED_BY, query
 
 SYSTEM_METRICS_INTERVAL_S = 2  # MLflow's default (10 s) would miss most of a short CPU run
 
@@ -55,13 +63,18 @@ class Tracker:
 
         logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # no start/stop chatter per run
         client = self.client()
+        identity = {k: str(tags[k]) for k in RUN_IDENTITY}
+        end_orphans(client, self.experiment_id, identity, keep=resume_run_id)
         if resume_run_id and _run_exists(client, resume_run_id, self.experiment_id):
             run_id = resume_run_id
             client.update_run(run_id, status="RUNNING")
+            client.set_tag(run_id, OWNER, me())
         else:
-            run_id = client.create_run(self.experiment_id, run_name=name, tags={**tags, CURRENT: "false"}).info.run_id
+            run_id = client.create_run(self.experiment_id, run_name=name,
+                                       tags={**tags, CURRENT: "false", OWNER: me()}).info.run_id
             if id_file is not None:
-                id_file.write_text(run_id)
+                with atomic_path(id_file) as tmp:  # a kill mid-write leaves no half id (an orphan, unresumable)
+                    tmp.write_text(run_id)
         flat = [Param(k, _param(v)) for k, v in flatten(params).items()]
         for start in range(0, len(flat), 100):  # at most 100 per batch; logged again on resume (a kill may have
             client.log_batch(run_id, params=flat[start:start + 100])  # cut them short; same values are allowed)
@@ -70,7 +83,7 @@ class Tracker:
         monitor.start()
         status = "FAILED"
         try:
-            yield RunLog(client, run_id, self.experiment_id, {k: str(tags[k]) for k in RUN_IDENTITY})
+            yield RunLog(client, run_id, self.experiment_id, identity)
             status = "FINISHED"
         finally:
             monitor.finish()
@@ -139,6 +152,23 @@ def mark_current(client, experiment_id: str, run_id: str, identity: Mapping[str,
             client.set_tag(run.info.run_id, CURRENT, "false")
             client.set_tag(run.info.run_id, SUPERSEDED_BY, run_id)
     client.set_tag(run_id, CURRENT, "true")
+
+
+def end_orphans(client, experiment_id: str, identity: Mapping[str, str], keep: str | None = None) -> list[str]:
+    """End KILLED the RUNNING runs of `identity` (but `keep`, the run about to be resumed) whose owner is a
+    process of this host that is gone; returns their ids. A run of a live process is left alone, and so is
+    one of another host (a Ray node: whether its process lives cannot be told from here) or one written
+    before runs named their owner."""
+    ended = []
+    for run in client.search_runs([experiment_id], f"{query(dict(identity))} and attributes.status = 'RUNNING'"):
+        owner = run.data.tags.get(OWNER)
+        if run.info.run_id == keep or owner is None or alive(owner) is not False:
+            continue
+        client.set_terminated(run.info.run_id, "KILLED")
+        ended.append(run.info.run_id)
+        print(f"tracking: MLflow run {run.info.run_id} ({run.info.run_name}) was left RUNNING by a process that is "
+              f"gone ({owner}); ended KILLED", file=sys.stderr, flush=True)
+    return ended
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -40,6 +40,9 @@ TRIAL, STATE, RETRY_OF = "trial", "state", "retry_of"  # a trial's number, its s
 REASON, DIVERGED = "reason", "diverged"  # why a trial failed; the epoch a trial's loss stopped being finite
 
 HOST, WORKER, CUDA_VISIBLE_DEVICES = "host", "worker", "cuda_visible_devices"  # where a run ran (runner.placement)
+# host/pid@start-time of the process that created or last resumed a training run (cifarbench.processes.me):
+# a RUNNING run whose owner is gone was left by a killed process (runs.end_orphans)
+OWNER = "cifarbench.owner"
 FAST = "fast."  # prefix of the CPU fast paths a run used and how they were chosen (fast.device, fast.measured, ...)
 
 GIT_COMMIT, GIT_DIRTY, DVC_STAGE = "git_commit", "git_dirty", "dvc_stage"  # provenance (below)

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import sys
 import threading
 import time
@@ -24,6 +23,7 @@ from cifarbench.errors import CifarbenchError
 from cifarbench.io import flock_by, locked, user_cache
 from cifarbench.redact import mask_credentials
 from cifarbench.paths import in_repository
+from cifarbench.processes import alive, me
 from cifarbench.tuning.config import TuneConfig
 
 ENV_STORAGE = "CIFARBENCH_OPTUNA_STORAGE"
@@ -282,30 +282,10 @@ def machine_lock(url: str, study: str, timeout_s: float = LOCK_TIMEOUT_S):
     return locked(folder / f".cifarbench-tune-{key}.lock", timeout_s, f"the study {study} in {shown(url)}")
 
 
-def _process_id(pid: int) -> str | None:
-    """`pid@start time` of a live process (None if it is gone), so a reused pid is not taken for the
-    original process; just the pid where there is no /proc."""
-    if Path("/proc").is_dir():
-        with contextlib.suppress(OSError):
-            return f"{pid}@{Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[19]}"  # field 22
-        return None
-    try:
-        os.kill(pid, 0)
-        return str(pid)
-    except OSError:
-        return None
-
-
-def me() -> str:
-    return f"{socket.gethostname()}/{_process_id(os.getpid())}"
-
-
 def is_dead(owner: str | None, journal: bool) -> bool:
     """Whether the coordinator that asked a trial is gone. A journal serves one machine, so a trial of
     another host there is a previous life of this one (a container restarted under a new hostname)."""
     if owner is None:  # killed between ask and tagging, both done under the lock (one machine: journal)
         return journal
-    host, process = owner.split("/", 1)
-    if host != socket.gethostname():
-        return journal
-    return _process_id(int(process.split("@")[0])) != process
+    running = alive(owner)
+    return journal if running is None else not running

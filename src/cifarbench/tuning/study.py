@@ -15,11 +15,12 @@ import optuna
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from cifarbench.processes import me
 from cifarbench.tracking import StudyLog, Tracker
 from cifarbench.tracking.tags import DIVERGED, REASON
 from cifarbench.tuning.config import TuneConfig
 from cifarbench.tuning.search import Search
-from cifarbench.tuning.storage import MAX_RETRIES, is_dead, machine_lock, me, open_storage, shown
+from cifarbench.tuning.storage import MAX_RETRIES, is_dead, machine_lock, open_storage, shown
 from cifarbench.tuning.trial import TrialSpec
 
 OWNER = "owner"  # trial user attr: host/pid@start-time of the coordinator that asked it

@@ -3,6 +3,7 @@
 
 PROBE_KILL_RENAME=<suffix>  SIGKILL the whole process group (dvc, the stage, its workers) when a rename's
                             destination ends with <suffix>: the kill lands at an exact point of a stage.
+PROBE_KILL_AFTER_RENAME=<suffix>  the same, just after the rename: the file is in place when it lands.
 PROBE_KILL_TRIAL=1          in an executor's worker, at its first Optuna journal write (a trial reporting
                             an epoch), SIGKILL the tune stage process (the worker's parent); its workers
                             die with it, `dvc repro` sees the stage killed.
@@ -20,6 +21,17 @@ if os.environ.get("PROBE_KILL_RENAME"):
         return rename
 
     os.rename, os.replace = _dying(os.rename), _dying(os.replace)
+
+if os.environ.get("PROBE_KILL_AFTER_RENAME"):
+    def _dying_after(real, suffix=os.environ["PROBE_KILL_AFTER_RENAME"]):
+        def rename(src, dst, *args, **kwargs):
+            done = real(src, dst, *args, **kwargs)
+            if os.fspath(dst).endswith(suffix):
+                os.killpg(os.getpgid(0), signal.SIGKILL)
+            return done
+        return rename
+
+    os.rename, os.replace = _dying_after(os.rename), _dying_after(os.replace)
 
 if os.environ.get("PROBE_KILL_TRIAL"):
     def _fsync(fd, real=os.fsync):
