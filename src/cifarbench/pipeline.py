@@ -26,10 +26,10 @@ from cifarbench import fastpaths
 from cifarbench.codeclosure import training_code_digest  # also what tuning's study names hash
 from cifarbench.config import DataConfig, TrackingConfig
 from cifarbench.engine.fast import check_device
-from cifarbench.errors import CifarbenchError, command_main
+from cifarbench.errors import CifarbenchError
 from cifarbench.execute import Executor, ExecutorConfig, running
 from cifarbench.io import DamagedFile, atomic_path, read_checked_json, read_json, write_json_atomic
-from cifarbench.paths import PARAMS, PREPARED, cell_dir, checkpoint_dir, curve_path, metrics_path, runs_of
+from cifarbench.paths import PREPARED, cell_dir, checkpoint_dir, curve_path, metrics_path, runs_of
 from cifarbench.plan import Cell, PlanConfig, all_cells, read_tuned_values
 from cifarbench.runner import HISTORY_FIELDS, RunSpec, train_run
 from cifarbench.tracking import Tracker, provenance
@@ -309,22 +309,3 @@ def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
         writer = csv.DictWriter(f, fields)
         writer.writeheader()
         writer.writerows(rows)
-
-
-# `cifarbench train` (cifarbench.cli), which `stages/train.py` runs
-def configure(parser) -> None:
-    parser.add_argument("--params", type=Path, default=PARAMS, help="params file (default: %(default)s)")
-    parser.add_argument("--prune", action="store_true",
-                        help="remove the outputs of cells no longer in the plan (kept by default)")
-
-
-def run(args) -> None:
-    from cifarbench.params import load  # the root of the params, above this module in the layers
-
-    params = load(args.params)
-    train_stage(params.plan, params.tracking, params.executor, params.data, prune=args.prune)
-
-
-def train_main(argv: list[str] | None = None) -> int:
-    """The DVC stage `train` (stages/train.py)."""
-    return command_main("stages/train.py", "train every unfinished cell of the matrix", configure, run, argv)

@@ -1,12 +1,12 @@
 """The tune stage: every study of the preset at once (each architecture's baseline, and each `tune: own`
 ablation's cell the preset runs: plan.tuning_targets), all studies' trials fanned out over the executor
-(`cifarbench tune`, which `stages/tune.py` runs); writes runs/<preset>/tuned/<arch>.json and, per own
+(`cifarbench tune` and `stages/tune.py`: cifarbench.commands.tune); writes runs/<preset>/tuned/<arch>.json and, per own
 study, runs/<preset>/tuned/<arch>/<ablation>.json."""
 
 from __future__ import annotations
 
 from cifarbench.config import TrackingConfig
-from cifarbench.errors import CifarbenchError, command_main
+from cifarbench.errors import CifarbenchError
 from cifarbench.execute import ExecutorConfig, running
 from cifarbench.io import write_json_atomic
 from cifarbench.paths import PREPARED, tuned_path
@@ -86,21 +86,3 @@ def _write_tuned(search: Search, summary: dict) -> dict:
     cell = search.cell
     write_json_atomic(tuned_path(cell.preset, cell.arch, cell.ablation if search.own else None), summary)
     return summary
-
-
-# `cifarbench tune` (cifarbench.cli), which `stages/tune.py` runs
-def configure(parser) -> None:
-    parser.add_argument("--arch", action="append",
-                        help="tune only this architecture's studies (repeatable; default: all)")
-
-
-def run(args) -> None:
-    from cifarbench.params import load  # the root of the params, above this module in the layers
-
-    params = load()
-    tune_stage(params.plan, params.tune, params.tracking, params.executor, args.arch)
-
-
-def tune_main(argv: list[str] | None = None) -> int:
-    """The DVC stage `tune` (stages/tune.py)."""
-    return command_main("stages/tune.py", "tune the lr and weight decay of every study of the preset", configure, run, argv)
