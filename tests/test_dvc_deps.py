@@ -93,8 +93,8 @@ def imported(path: Path) -> list[tuple[ast.AST, str]]:
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("cifarbench"):
-            found += [(node, node.module)] + [(node, f"cifarbench.{a.name}") for a in node.names
-                                              if node.module == "cifarbench" and module_file(f"cifarbench.{a.name}", SRC)]
+            found += [(node, node.module)] + [(node, f"cifarbench.{a.name}") for a in node.names if node.module ==
+                                              "cifarbench" and module_file(f"cifarbench.{a.name}", SRC)]
         elif isinstance(node, ast.Import):
             found += [(node, a.name) for a in node.names if a.name.startswith("cifarbench")]
     return found
@@ -116,13 +116,13 @@ def test_modules_import_only_from_lower_layers():
 
 
 def test_only_the_commands_load_the_params():
-    """cifarbench.params puts together the sections the library's modules own, so it sits above all of them:
-    a library module takes the values it uses, and only the command layer (cifarbench.commands) loads params.yaml."""
+    """cifarbench.params puts together the sections the library's modules own, so it sits above all of them: a
+    library module takes the values it uses, and only the command layer (cifarbench.commands) loads params.yaml."""
     wrong = [f"{module_name(path, SRC)} (line {node.lineno})" for path in sorted((SRC / "cifarbench").rglob("*.py"))
              if not module_name(path, SRC).startswith(("cifarbench.commands", "cifarbench.params"))
              for node, name in imported(path) if name == "cifarbench.params"]
-    assert not wrong, "import cifarbench.params only in cifarbench.commands; these take what they need instead:\n" + \
-        "\n".join(wrong)
+    assert not wrong, ("import cifarbench.params only in cifarbench.commands; these should take the values they "
+                       "use instead:\n" + "\n".join(wrong))
 
 
 def test_tuning_does_not_import_the_params_that_import_it():
