@@ -105,10 +105,11 @@ class Study:
                          self.tracker, run_id, bool(trial.user_attrs.get(RECIPE)))
 
     def left(self) -> int:
-        """Trials still to run within the budget (complete and pruned ones count; a running one is taken)."""
+        """Trials still to ask (as `ask` counts them: complete, pruned and running ones take the budget; a queued
+        one, the recipe's trial 0 or a requeued trial, is asked first, and taken then, even past the budget)."""
         states = Counter(t.state for t in self.study(0).get_trials(deepcopy=False))
         taken = states[TrialState.COMPLETE] + states[TrialState.PRUNED] + states[TrialState.RUNNING]
-        return max(0, self.search.trials - taken) + states[TrialState.WAITING]
+        return max(self.search.trials - taken, states[TrialState.WAITING], 0)
 
     def tell(self, spec: TrialSpec, outcome: dict | None, where: str = "") -> None:
         """Record a trial's outcome (None: it failed) in the study and its MLflow run; its line is printed after
