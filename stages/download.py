@@ -2,7 +2,7 @@
 
 import sys
 
-from cifarbench.data.commands import download_main
+from cifarbench.commands.data import download_main
 
 if __name__ == "__main__":
     sys.exit(download_main(sys.argv[1:]))

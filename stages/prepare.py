@@ -2,7 +2,7 @@
 
 import sys
 
-from cifarbench.data.commands import prepare_main
+from cifarbench.commands.data import prepare_main
 
 if __name__ == "__main__":
     sys.exit(prepare_main(sys.argv[1:]))

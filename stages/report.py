@@ -3,7 +3,7 @@ reports/ (comparison.md, comparison.html, figures/, metrics.json); see cifarbenc
 
 import sys
 
-from cifarbench.report.build import report_main
+from cifarbench.commands.report import main
 
 if __name__ == "__main__":
-    sys.exit(report_main(sys.argv[1:]))
+    sys.exit(main(sys.argv[1:]))

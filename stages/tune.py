@@ -4,7 +4,7 @@ executor; writes runs/<preset>/tuned/<arch>.json and runs/<preset>/tuned/<arch>/
 
 import sys
 
-from cifarbench.tuning import tune_main
+from cifarbench.commands.tune import main
 
 if __name__ == "__main__":
-    sys.exit(tune_main(sys.argv[1:]))
+    sys.exit(main(sys.argv[1:]))

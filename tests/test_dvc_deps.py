@@ -63,7 +63,7 @@ def test_the_closure_follows_every_kind_of_import(tmp_path):
 
 
 def test_no_library_module_imports_the_command_line():
-    """cli.py is the top of the layers: the stage scripts call named entry points (train_main, ...)."""
+    """cli.py is the top of the layers: the stage scripts call their command's entry point (cifarbench.commands)."""
     for path in sorted((SRC / "cifarbench").rglob("*.py")):
         if path.name == "cli.py" and path.parent.name == "cifarbench":
             continue
@@ -77,16 +77,27 @@ def test_no_library_module_imports_the_command_line():
 
 
 # README "Layout": the package's modules bottom to top; a module imports only from lower ones.
-LAYERS = ["redact", "errors", "paths", "config", "io", "codeclosure", "data", "models", "fastpaths", "engine", "tuned_file",
-          "plan", "tracking",
+LAYERS = ["redact", "errors", "paths", "config", "io", "progress", "codeclosure", "data", "models", "fastpaths", "engine",
+          "tuned_file", "plan", "tracking",
           "execute", "runner", "pipeline", "calibrate", "tuning", "nightly.config", "params", "report", "nightly", "doctor",
-          "models.commands", "cli"]
-ENTRY_POINTS = {"run", "train_main", "tune_main"}  # may import params, which sits above the sections' owners
+          "commands", "cli"]
 
 
 def layer(module: str) -> str:
     parts = module.split(".")[1:] or ["cifarbench"]
-    return ".".join(parts[:2]) if parts[:2] in (["nightly", "config"], ["models", "commands"]) else parts[0]
+    return ".".join(parts[:2]) if parts[:2] == ["nightly", "config"] else parts[0]
+
+
+def imported(path: Path) -> list[tuple[ast.AST, str]]:
+    """(import statement, module name) for each `cifarbench.*` module `path` imports, anywhere in it."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("cifarbench"):
+            found += [(node, node.module)] + [(node, f"cifarbench.{a.name}") for a in node.names if node.module ==
+                                              "cifarbench" and module_file(f"cifarbench.{a.name}", SRC)]
+        elif isinstance(node, ast.Import):
+            found += [(node, a.name) for a in node.names if a.name.startswith("cifarbench")]
+    return found
 
 
 def test_modules_import_only_from_lower_layers():
@@ -95,24 +106,31 @@ def test_modules_import_only_from_lower_layers():
         here = layer(module_name(path, SRC))
         if here == "__init__":
             continue
-        tree = ast.parse(path.read_text())
-        entry_imports = {id(n) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and f.name in ENTRY_POINTS
-                         for n in ast.walk(f)}
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("cifarbench"):
-                names = [node.module] + [f"cifarbench.{a.name}" for a in node.names
-                                       if node.module == "cifarbench" and module_file(f"cifarbench.{a.name}", SRC)]
-            elif isinstance(node, ast.Import):
-                names = [a.name for a in node.names if a.name.startswith("cifarbench")]
-            else:
+        for _, name in imported(path):
+            there = layer(name)
+            if there in (here, "cifarbench"):
                 continue
-            for name in names:
-                there = layer(name)
-                if there in (here, "cifarbench") or (there == "params" and id(node) in entry_imports):
-                    continue
-                if there not in LAYERS or LAYERS.index(there) > LAYERS.index(here):
-                    wrong.append(f"{module_name(path, SRC)} imports {name}")
+            if there not in LAYERS or LAYERS.index(there) > LAYERS.index(here):
+                wrong.append(f"{module_name(path, SRC)} imports {name}")
     assert not wrong, "imports against the layers of README's Layout table:\n" + "\n".join(wrong)
+
+
+def test_only_the_commands_load_the_params():
+    """cifarbench.params puts together the sections the library's modules own, so it sits above all of them: a
+    library module takes the values it uses, and only the command layer (cifarbench.commands) loads params.yaml."""
+    wrong = [f"{module_name(path, SRC)} (line {node.lineno})" for path in sorted((SRC / "cifarbench").rglob("*.py"))
+             if not module_name(path, SRC).startswith(("cifarbench.commands", "cifarbench.params"))
+             for node, name in imported(path) if name == "cifarbench.params"]
+    assert not wrong, ("import cifarbench.params only in cifarbench.commands; these should take the values they "
+                       "use instead:\n" + "\n".join(wrong))
+
+
+def test_tuning_does_not_import_the_params_that_import_it():
+    """params imports TuneConfig from cifarbench.tuning; nothing tuning runs may import params back."""
+    params = module_file("cifarbench.params", SRC)
+    assert params in closure([params], root=SRC)  # the check below can see params at all
+    assert module_file("cifarbench.tuning", SRC) in closure([params], root=SRC)
+    assert params not in closure(["cifarbench.tuning"], root=SRC), "an import cycle: cifarbench.tuning -> params"
 
 
 def test_params_yaml_is_as_dvc_writes_it_so_exp_run_set_param_changes_one_line(tmp_path):

@@ -26,10 +26,11 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 from scipy import stats
 
+from cifarbench.commands import report as report_command
 from cifarbench.config import load_params
 from cifarbench.params import parse
 from cifarbench.report import load_histories, load_runs
-from cifarbench.report.build import gather, report_stage, run
+from cifarbench.report.build import gather, report_stage
 from project import Project, ROOT, architecture, mlflow_server
 
 pytestmark = pytest.mark.slow
@@ -260,7 +261,7 @@ def test_cli_report_says_how_to_view_it(report_project, monkeypatch, capsys):
     monkeypatch.chdir(report_project.path)
     opened = []
     monkeypatch.setattr("webbrowser.open", lambda url: opened.append(url) or False)  # no browser here
-    run(type("Args", (), {"params": Path("params.yaml"), "open": True})())
+    report_command.run(type("Args", (), {"params": Path("params.yaml"), "preset": None, "open": True})())
     assert opened == [(report_project.path / "reports" / "comparison.html").resolve().as_uri()]
     assert f"open {opened[0]} in a browser" in capsys.readouterr().out
 

@@ -5,15 +5,31 @@ from __future__ import annotations
 
 import pytest
 
-from cifarbench.pipeline import Progress, summarize
+from cifarbench.pipeline import summarize
+from cifarbench.progress import Progress, clock
 
 
 def test_progress_scales_elapsed_time_by_the_cost_left(monkeypatch):
     clock = iter([100.0, 160.0, 220.0])
-    monkeypatch.setattr("cifarbench.pipeline.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("cifarbench.progress.time.monotonic", lambda: next(clock))
     progress = Progress([3.0, 1.0, 2.0])
     assert progress.finished(3.0) == "[1/3, 1:00 elapsed, ~1:00 left]"  # 3 of 6 cost units in 60 s
     assert progress.finished(2.0) == "[2/3, 2:00 elapsed, ~0:24 left]"  # 1 unit left at 5 units per 120 s
+
+
+def test_progress_of_trials_counts_a_pruned_one_at_its_cost_spent_and_one_queued_again(monkeypatch):
+    clock_at = iter([0.0, 30.0, 90.0, 150.0])
+    monkeypatch.setattr("cifarbench.progress.time.monotonic", lambda: next(clock_at))
+    progress = Progress([4.0, 4.0, 4.0], unit="trials")
+    # pruned after 1 of its 4 epochs: 1 unit spent in 30 s; the two trials to come are counted whole (8 units)
+    assert progress.finished(1.0, planned=4.0) == "[1/3 trials, 0:30 elapsed, ~4:00 left]"
+    progress.add(4.0)  # a dead coordinator's trial queued again: one more to run
+    assert progress.finished(4.0) == "[2/4 trials, 1:30 elapsed, ~2:24 left]"  # 8 units left at 5 per 90 s
+    assert progress.finished(0.0, planned=4.0) == "[3/4 trials, 2:30 elapsed, ~2:00 left]"  # a failed trial
+
+
+def test_clock_reads_minutes_and_hours():
+    assert [clock(s) for s in (0, 59.6, 61, 3599, 3600, 36061)] == ["0:00", "1:00", "1:01", "59:59", "1:00:00", "10:01:01"]
 
 
 def _seed(acc: float, status: str = "completed", did_not_train: str = "") -> dict:

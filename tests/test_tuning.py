@@ -81,9 +81,17 @@ def tune(tree: dict, executor: ExecutorConfig = LOCAL) -> dict:
     return tune_stage(params.plan, params.tune, params.tracking, executor, ["lenet5"])["lenet5"]
 
 
-def test_tiny_study_completes_prunes_logs_and_feeds_the_train_stage(workdir):
+def test_tiny_study_completes_prunes_logs_and_feeds_the_train_stage(workdir, capsys):
     tree = params()
     tuned = tune(tree)
+
+    # One plain line per finished trial, led by the stage's progress (cifarbench.progress), as the train stage's runs.
+    lines = [line for line in capsys.readouterr().out.splitlines() if " tune lenet5 trial " in line]
+    progress = [re.match(r"\[(\d+)/6 trials, \d+:\d\d elapsed, ~\d+:\d\d left\] tune lenet5 trial \d+: ", line)
+                for line in lines]
+    assert all(progress) and [int(m.group(1)) for m in progress] == [1, 2, 3, 4, 5, 6], lines
+    assert lines[-1].startswith("[6/6 trials, ") and ", ~0:00 left]" in lines[-1]
+    assert not any("\x1b" in line or "\r" in line for line in lines)  # no terminal control codes
 
     assert json.loads(tuned_path("smoke", "lenet5").read_text()) == tuned
     counts = tuned["trials"]

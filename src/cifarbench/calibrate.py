@@ -1,4 +1,4 @@
-"""`cifarbench calibrate`: choose a budget on validation accuracy, never on test, and keep the evidence.
+"""What `cifarbench calibrate` (cifarbench.commands.calibrate) does: choose a budget on validation accuracy, never on test, and keep the evidence.
 
 A budget choice (epochs, width, lr, a recipe) is made by training the candidates on the training split and
 comparing their accuracy on the validation split; this command does exactly that and nothing else: it never
@@ -18,15 +18,12 @@ before tuning), on the executor of params.yaml; they are not benchmark runs and 
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import statistics
-import sys
 from pathlib import Path
 
 from cifarbench.config import read_yaml
 from cifarbench.errors import CifarbenchError, ConfigError
 from cifarbench.execute import ExecutorConfig, running
-from cifarbench.io import write_json_atomic
 from cifarbench.paths import PREPARED
 from cifarbench.plan import BASELINE, ArchitectureBudget, Cell, PlanConfig, deep_merge, resolve_cell
 from cifarbench.runner import train_one, training_data
@@ -141,35 +138,3 @@ def print_summary(out: dict) -> None:
         accs = ", ".join(f"{a} {100 * v:.2f}" for a, v in cand["val_acc"].items())
         buys = ", ".join(f"{t} {100 * b['mean']:+.2f}" for t, b in cand["buys"].items())
         print(f"  {cand['changes'] or '(the preset as it is)'}: {accs}" + (f"; buys on validation: {buys}" if buys else ""))
-
-
-# `cifarbench calibrate` (cifarbench.cli)
-def configure(parser) -> None:
-    parser.add_argument("--arch", required=True, help="the architecture whose budget is calibrated")
-    parser.add_argument("--candidate", action="append", required=True,
-                        help="one candidate budget: comma-separated model.KEY=VALUE / train.KEY=VALUE changes to the "
-                             "architecture's budget in the current preset; '' = as it is (repeatable)")
-    parser.add_argument("--ablation", action="append", default=[],
-                        help="also train this ablation per candidate (repeatable; the baseline always runs)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds per run (default: 0 1 2)")
-    parser.add_argument("--preset", help="the preset whose budget is changed (default: params.yaml preset)")
-    parser.add_argument("--out", type=Path, help="write the results as JSON here (commit it beside the choice)")
-
-
-def run(args) -> None:
-    from cifarbench.params import load  # the root of the params, above this module in the layers
-
-    params = load()
-    plan = params.plan.model_copy(update={"preset": args.preset}) if args.preset else params.plan
-    if plan.preset not in plan.presets:
-        raise ConfigError(f"--preset {plan.preset!r} is not defined; presets: {', '.join(plan.presets)}")
-    out = calibrate(plan, params.executor, args.arch, args.candidate, args.ablation, args.seeds)
-    out["command"] = "cifarbench calibrate " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["calibrate"] else ""
-    out["made"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    from cifarbench.tracking.tags import provenance  # commit, CPU and library versions of the evidence
-
-    out["provenance"] = provenance()
-    print_summary(out)
-    if args.out:
-        write_json_atomic(args.out, out)
-        print(f"written: {args.out}")

@@ -1,5 +1,5 @@
-"""`cifarbench doctor`: finds the state files a killed process can leave damaged, and repairs what can be
-repaired without losing anything the user made.
+"""What `cifarbench doctor` (cifarbench.commands.doctor) does: find the state files a killed process can leave
+damaged, and repair what can be repaired without losing anything the user made.
 
 - `dvc.lock` torn (a SIGKILL of `dvc repro` while DVC rewrote it): every later `dvc repro` fails DVC's
   own parsing or validation, before any stage script runs, so no stage can notice. Moved aside to
@@ -13,12 +13,16 @@ repaired without losing anything the user made.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cifarbench.errors import CifarbenchError
-from cifarbench.paths import DVC_LOCK, PARAMS
+from cifarbench.paths import DVC_LOCK
+
+if TYPE_CHECKING:
+    from cifarbench.config import TrackingConfig
+    from cifarbench.tuning import TuneConfig
 
 LOCK = DVC_LOCK
 
@@ -56,45 +60,20 @@ def repair_lock(path: Path = LOCK) -> str | None:
             "skipping the work already done (finished cells are not trained again)")
 
 
-def run_checks(params: Path) -> tuple[list[str], list[str]]:
-    """(repairs made, problems left for the user), for the lock, the journal and the tracking store."""
-    from cifarbench.params import load
+def check_stores(tune: TuneConfig, tracking: TrackingConfig) -> tuple[list[str], list[str]]:
+    """(repairs made, problems left for the user) of the Optuna journal and the MLflow store that params.yaml's
+    `tune` and `tracking` name."""
     from cifarbench.tracking import check_sqlite_store, tracking_uri
     from cifarbench.tuning import repair_journal, storage_url
 
     repaired, problems = [], []
-    if (fixed := repair_lock()) is not None:
-        repaired.append(fixed)
-    if not params.is_file():
-        return repaired, problems
     try:
-        loaded = load(params)
-    except CifarbenchError as exc:  # the lock is repaired above; the stores are found through the params
-        problems.append(str(exc))
-        return repaired, problems
-    try:
-        if (fixed := repair_journal(storage_url(loaded.tune))) is not None:
+        if (fixed := repair_journal(storage_url(tune))) is not None:
             repaired.append(fixed)
     except CifarbenchError as exc:
         problems.append(str(exc))
     try:
-        check_sqlite_store(tracking_uri(loaded.tracking))
+        check_sqlite_store(tracking_uri(tracking))
     except CifarbenchError as exc:
         problems.append(str(exc))
     return repaired, problems
-
-
-# `cifarbench doctor` (cifarbench.cli)
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", type=Path, default=PARAMS, help="params file (default: %(default)s)")
-
-
-def run(args: argparse.Namespace) -> int:
-    repaired, problems = run_checks(args.params)
-    for line in repaired:
-        print(f"repaired: {line}")
-    for line in problems:
-        print(f"problem: {line}")
-    if not repaired and not problems:
-        print("doctor: dvc.lock, the Optuna journal and the MLflow store are fine")
-    return 1 if problems else 0

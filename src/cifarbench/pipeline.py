@@ -19,18 +19,18 @@ import json
 import shutil
 import statistics
 import sys
-import time
 from pathlib import Path
 
 from cifarbench import fastpaths
 from cifarbench.codeclosure import training_code_digest  # also what tuning's study names hash
 from cifarbench.config import DataConfig, TrackingConfig
 from cifarbench.engine.fast import check_device
-from cifarbench.errors import CifarbenchError, command_main
+from cifarbench.errors import CifarbenchError
 from cifarbench.execute import Executor, ExecutorConfig, running
 from cifarbench.io import DamagedFile, atomic_path, read_checked_json, read_json, write_json_atomic
-from cifarbench.paths import PARAMS, PREPARED, cell_dir, checkpoint_dir, curve_path, metrics_path, runs_of
+from cifarbench.paths import PREPARED, cell_dir, checkpoint_dir, curve_path, metrics_path, runs_of
 from cifarbench.plan import Cell, PlanConfig, all_cells, read_tuned_values
+from cifarbench.progress import Progress
 from cifarbench.runner import HISTORY_FIELDS, RunSpec, train_run
 from cifarbench.tracking import Tracker, provenance
 from cifarbench.tracking import tags as t
@@ -138,11 +138,16 @@ def _specs(cells: list[Cell], keys: dict[str, str], tracker: Tracker, data: dict
 
 
 def _cost(spec: RunSpec) -> float:
-    """A run's rough cost: epochs x images x (FLOPs per image + 1e6 per layer, the cost of the many small
-    memory-bound ops that make GoogLeNet and DenseNet slower than their FLOPs say)."""
-    flops, layers = _model_cost(spec.cell.model)
-    images = spec.cell.budget.train_subset or 45_000
-    return spec.cell.train.epochs * images * (flops + 1e6 * layers)
+    return cell_cost(spec.cell)
+
+
+def cell_cost(cell: Cell) -> float:
+    """The rough cost of one run of `cell` (a tuning trial's too): epochs x images x (FLOPs per image + 1e6 per
+    layer, the cost of the many small memory-bound ops that make GoogLeNet and DenseNet slower than their
+    FLOPs say). Orders the runs, and scales the elapsed time into the time left (cifarbench.progress)."""
+    flops, layers = _model_cost(cell.model)
+    images = cell.budget.train_subset or 45_000
+    return cell.train.epochs * images * (flops + 1e6 * layers)
 
 
 @functools.lru_cache(maxsize=None)
@@ -187,26 +192,6 @@ def _execute(runs: list[RunSpec], executor: Executor, on_cell) -> tuple[dict, di
         runs[0].tracker.end_killed(ids)
         raise
     return results, failed
-
-
-class Progress:
-    """Runs done of the total, time elapsed and an estimate of the time left: the elapsed time scaled by the
-    cost still to run over the cost run so far, in the cost model's units (`_cost`) that order the runs."""
-
-    def __init__(self, costs: list[float]):
-        self.total, self.left, self.done, self.cost_done = len(costs), sum(costs), 0, 0.0
-        self.start = time.monotonic()
-
-    def finished(self, cost: float) -> str:
-        self.done, self.cost_done, self.left = self.done + 1, self.cost_done + cost, self.left - cost
-        elapsed = time.monotonic() - self.start
-        eta = elapsed * max(self.left, 0.0) / self.cost_done if self.cost_done > 0 else 0.0
-        return f"[{self.done}/{self.total}, {_clock(elapsed)} elapsed, ~{_clock(eta)} left]"
-
-
-def _clock(seconds: float) -> str:
-    minutes, secs = divmod(int(round(seconds)), 60)
-    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"
 
 
 def _print_run(where: str, spec: RunSpec, result: dict) -> None:
@@ -309,22 +294,3 @@ def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
         writer = csv.DictWriter(f, fields)
         writer.writeheader()
         writer.writerows(rows)
-
-
-# `cifarbench train` (cifarbench.cli), which `stages/train.py` runs
-def configure(parser) -> None:
-    parser.add_argument("--params", type=Path, default=PARAMS, help="params file (default: %(default)s)")
-    parser.add_argument("--prune", action="store_true",
-                        help="remove the outputs of cells no longer in the plan (kept by default)")
-
-
-def run(args) -> None:
-    from cifarbench.params import load  # the root of the params, above this module in the layers
-
-    params = load(args.params)
-    train_stage(params.plan, params.tracking, params.executor, params.data, prune=args.prune)
-
-
-def train_main(argv: list[str] | None = None) -> int:
-    """The DVC stage `train` (stages/train.py)."""
-    return command_main("stages/train.py", "train every unfinished cell of the matrix", configure, run, argv)

@@ -3,13 +3,12 @@ ablation) cell with a stored baseline, keep a history of nights and write `repor
 
     cifarbench nightly [--preset nightly] [--update-baseline] [--no-run]
 
-Modules, one idea each:
+Modules, one idea each (`cifarbench nightly`, which runs them in order, is cifarbench.commands.nightly):
     config.py    the `nightly:` section of params.yaml (thresholds and where the files live)
     compare.py   pure functions: per-cell summaries of tonight's runs, and the noise-aware comparison
-    store.py     baseline.json and the history, one small JSON file per night
+    store.py     baseline.json (the one comparable tonight) and the history, one small JSON file per night
     worktree.py  the nightly's own git worktree, where the pipeline runs under the nightly preset
     report.py    the markdown/HTML report with a trend plot per architecture
-    command.py   `cifarbench nightly`: the above in order, and the exit code
 
 Where the pipeline runs (worktree.py): `dvc repro --no-run-cache train` in a git worktree of the user's
 commit at `.dvc/tmp/nightly/` (git-ignored; reset to HEAD each night, rebuilt when broken), whose params.yaml

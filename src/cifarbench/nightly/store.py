@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cifarbench.errors import CifarbenchError
+from cifarbench.errors import CifarbenchError, ConfigError
 from cifarbench.io import read_json, write_json_atomic
 from cifarbench.nightly.compare import SUMMARY
 
@@ -90,3 +90,21 @@ def _summary(path: Path) -> dict:
     except (ValueError, TypeError, KeyError) as exc:
         raise ValueError(f"bad cells or date: {exc}") from None
     return summary
+
+
+def comparable_baseline(path: Path, preset: str, replacing: bool) -> dict | None:
+    """The baseline at `path` that tonight is compared with; None if there is none of `preset`. When tonight
+    replaces it (--update-baseline), one that cannot be read or holds another preset is only reported."""
+    try:
+        baseline = read_baseline(path)
+    except CifarbenchError as exc:
+        if not replacing:
+            raise
+        print(f"cifarbench nightly: {exc}; replacing it tonight", file=sys.stderr)
+        return None
+    if baseline and baseline["preset"] != preset:
+        if not replacing:
+            raise ConfigError(f"{path} holds preset {baseline['preset']!r}, tonight is {preset!r}: "
+                              "promote a night of this preset with --update-baseline, or set nightly.baseline")
+        return None
+    return baseline

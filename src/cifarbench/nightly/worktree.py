@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-from cifarbench.errors import CifarbenchError, ConfigError
+from cifarbench.errors import CifarbenchError, ConfigError, Stopped
 from cifarbench.io import atomic_path
 
 # Inside .dvc/tmp: git-ignored by DVC's own .dvc/.gitignore, and DVC never looks for stages under .dvc/.
@@ -142,6 +142,12 @@ def _write(path: Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def head_commit(project: Path) -> str:
+    """The commit checked out in `project`; "unknown" outside a git checkout with a commit."""
+    found = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=project)
+    return found.stdout.strip() if found.returncode == 0 else "unknown"
+
+
 def _git(cwd: Path, *args: str) -> str:
     return _command(cwd, "git", *args)
 
@@ -188,7 +194,7 @@ def shared_uri(uri: str, project: Path) -> str:
 def run_stoppable(cmd: list[str], cwd: Path, env: dict, lock_fd: int) -> int:
     """Run `cmd`, passing it the nightly lock; its exit status. A SIGTERM or SIGHUP of the nightly reaches
     every process of the pipeline (DVC, stopped alone, would leave its running stage orphaned), a second one
-    kills them; then the nightly exits 128 + signal without comparing."""
+    kills them; then the nightly stops without comparing (Stopped: exit status 128 + signal)."""
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, pass_fds=(lock_fd,))
     received: list[int] = []
 
@@ -203,7 +209,7 @@ def run_stoppable(cmd: list[str], cwd: Path, env: dict, lock_fd: int) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if received:
-        raise SystemExit(128 + received[0])
+        raise Stopped(received[0])
     return code
 
 

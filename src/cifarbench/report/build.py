@@ -1,5 +1,5 @@
-"""The `report` stage and `cifarbench report [--open]`: gather the current runs of this params.yaml's plan from
-MLflow, build the document, write reports/ atomically.
+"""The `report` stage (`cifarbench report`: cifarbench.commands.report): gather the current runs of the plan
+from MLflow, build the document, write reports/ atomically.
 
     reports/comparison.md     GitHub-rendered; figures linked from reports/figures/
     reports/comparison.html   one self-contained file (figures inline): open it in any browser
@@ -12,17 +12,14 @@ and attach them to an MLflow run `report/<preset>` of their own (cifarbench.trac
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import shutil
-import webbrowser
 from pathlib import Path
 
 from cifarbench.config import TrackingConfig
-from cifarbench.errors import command_main
 from cifarbench.io import atomic_path, pid_alive, write_json_atomic
-from cifarbench.paths import DVC_LOCK, PARAMS, REPORTS
+from cifarbench.paths import DVC_LOCK, REPORTS
 from cifarbench.plan import PlanConfig, all_cells, read_tuned_values
 from cifarbench.redact import mask_credentials
 from cifarbench.report import tables
@@ -114,25 +111,3 @@ def report_stage(plan: PlanConfig, tracking: TrackingConfig, out: Path = REPORTS
     print(f"report: {out / 'comparison.html'} and comparison.md, {runs['found']} of {runs['planned']} runs, "
           f"{runs['missing']} missing, {runs['left_out']} left out; MLflow run report/{plan.preset} {run_id}", flush=True)
     return metrics
-
-
-# `cifarbench report` (cifarbench.cli)
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", type=Path, default=PARAMS, help="params file (default: %(default)s)")
-    parser.add_argument("--open", action="store_true", help="then open reports/comparison.html in the web browser")
-
-
-def run(args: argparse.Namespace) -> None:
-    from cifarbench.params import load
-
-    params = load(args.params)
-    report_stage(params.plan, params.tracking)
-    page = (REPORTS / "comparison.html").resolve().as_uri()
-    if args.open and webbrowser.open(page):
-        return
-    print(f"view it: open {page} in a browser, or read {REPORTS / 'comparison.md'} (renders on GitHub)")
-
-
-def report_main(argv: list[str] | None = None) -> int:
-    """The DVC stage `report` (stages/report.py)."""
-    return command_main("stages/report.py", "build the comparison report from the MLflow runs", configure, run, argv)

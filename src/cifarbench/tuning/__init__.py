@@ -44,12 +44,12 @@ holding the best values and parameter importances, with one nested run `.../tria
     storage.py  journal file or RDB storage, the journal's lock and repair, trial owners
     study.py    the coordinator's side of a study: ask, tell, requeue, summarize (Study)
     trial.py    one trial in a worker (TrialSpec, run_trial), trained by cifarbench.runner.train_one
-    stage.py    tune_stage and `cifarbench tune` (configure, run)
+    stage.py    tune_stage, the tune stage (`cifarbench tune`: cifarbench.commands.tune)
 """
 
 from cifarbench.tuning.config import PRUNERS, PrunerConfig, TuneConfig
 from cifarbench.tuning.search import Search, first_prune_epoch, make_pruner, make_search
-from cifarbench.tuning.stage import configure, run, tune_main, tune_stage
+from cifarbench.tuning.stage import tune_stage
 from cifarbench.tuning.storage import (
     ENV_STORAGE, MAX_RETRIES, FlockLock, journal_storage, open_storage, repair_journal, storage_url,
 )
@@ -58,6 +58,6 @@ from cifarbench.tuning.trial import TrialSpec, run_trial
 
 __all__ = [
     "ENV_STORAGE", "MAX_RETRIES", "PRUNERS", "FlockLock", "PrunerConfig", "Search", "Study", "TrialSpec", "TuneConfig",
-    "configure", "first_prune_epoch", "importances", "journal_storage", "make_pruner", "make_search", "open_storage",
-    "repair_journal", "run", "run_trial", "storage_url", "summarize", "tune_stage",
+    "first_prune_epoch", "importances", "journal_storage", "make_pruner", "make_search", "open_storage",
+    "repair_journal", "run_trial", "storage_url", "summarize", "tune_stage",
 ]

@@ -1,17 +1,18 @@
 """The tune stage: every study of the preset at once (each architecture's baseline, and each `tune: own`
 ablation's cell the preset runs: plan.tuning_targets), all studies' trials fanned out over the executor
-(`cifarbench tune`, which `stages/tune.py` runs); writes runs/<preset>/tuned/<arch>.json and, per own
+(`cifarbench tune` and `stages/tune.py`: cifarbench.commands.tune); writes runs/<preset>/tuned/<arch>.json and, per own
 study, runs/<preset>/tuned/<arch>/<ablation>.json."""
 
 from __future__ import annotations
 
 from cifarbench.config import TrackingConfig
-from cifarbench.errors import CifarbenchError, command_main
+from cifarbench.errors import CifarbenchError
 from cifarbench.execute import ExecutorConfig, running
 from cifarbench.io import write_json_atomic
 from cifarbench.paths import PREPARED, tuned_path
-from cifarbench.pipeline import checked_cells
+from cifarbench.pipeline import cell_cost, checked_cells
 from cifarbench.plan import PlanConfig, tuning_targets
+from cifarbench.progress import Progress
 from cifarbench.tracking import Tracker
 from cifarbench.tuning.config import TuneConfig
 from cifarbench.tuning.search import Search, make_search
@@ -52,8 +53,14 @@ def tune_stage(plan: PlanConfig, cfg: TuneConfig, tracking: TrackingConfig, exec
 
 def _run_studies(studies: dict[str, Study], cfg: ExecutorConfig, gpu: bool) -> None:
     """Keep every slot of the executor busy with trials, taken from the studies in turn, until every
-    budget is filled. A failed trial is recorded as failed (and the stage fails after the others end)."""
+    budget is filled. A failed trial is recorded as failed (and the stage fails after the others end). Each
+    finished trial's line starts with the stage's progress: trials done of those to run, time elapsed and
+    an estimate of the time left, from the train stage's cost model (a trial pruned after k of its n epochs
+    cost k/n of its run; the trials to come are counted whole, so the estimate errs long)."""
     prepared, specs, failed = PREPARED.resolve(), {}, []
+    costs = {key: cell_cost(study.search.cell) for key, study in studies.items()}  # of one whole trial
+    expected = {key: study.left() for key, study in studies.items()}
+    progress = Progress([costs[key] for key, n in expected.items() for _ in range(n)], unit="trials")
     with running(cfg, gpu=gpu) as executor:
         print(f"tune: trials on {executor.where}", flush=True)
         try:
@@ -63,14 +70,21 @@ def _run_studies(studies: dict[str, Study], cfg: ExecutorConfig, gpu: bool) -> N
                     study = open_studies.pop(0)
                     spec = study.ask(prepared)
                     if spec is not None:
-                        specs[(study.search.key, spec.number)] = spec
-                        executor.submit((study.search.key, spec.number), run_trial, spec)
+                        key = study.search.key
+                        if expected[key]:
+                            expected[key] -= 1
+                        else:  # one more than counted at the start: a dead coordinator's trial queued again
+                            progress.add(costs[key])
+                        specs[(key, spec.number)] = spec
+                        executor.submit((key, spec.number), run_trial, spec)
                         open_studies.append(study)
                 if not executor.pending():
                     break
                 done = executor.next_done()
                 spec = specs.pop(done.key)
-                studies[done.key[0]].tell(spec, done.result if done.ok else None)
+                whole, epochs = costs[done.key[0]], done.result["epochs"] if done.ok else 0
+                where = progress.finished(whole * epochs / spec.search.cell.train.epochs, whole)
+                studies[done.key[0]].tell(spec, done.result if done.ok else None, where)
                 if not done.ok:
                     failed.append(f"{done.key[0]} trial {done.key[1]}: {done.error}")
         except BaseException:
@@ -86,21 +100,3 @@ def _write_tuned(search: Search, summary: dict) -> dict:
     cell = search.cell
     write_json_atomic(tuned_path(cell.preset, cell.arch, cell.ablation if search.own else None), summary)
     return summary
-
-
-# `cifarbench tune` (cifarbench.cli), which `stages/tune.py` runs
-def configure(parser) -> None:
-    parser.add_argument("--arch", action="append",
-                        help="tune only this architecture's studies (repeatable; default: all)")
-
-
-def run(args) -> None:
-    from cifarbench.params import load  # the root of the params, above this module in the layers
-
-    params = load()
-    tune_stage(params.plan, params.tune, params.tracking, params.executor, args.arch)
-
-
-def tune_main(argv: list[str] | None = None) -> int:
-    """The DVC stage `tune` (stages/tune.py)."""
-    return command_main("stages/tune.py", "tune the lr and weight decay of every study of the preset", configure, run, argv)

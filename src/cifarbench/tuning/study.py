@@ -105,8 +105,16 @@ class Study:
         return TrialSpec(self.search, self.url, self.cfg, trial_id, trial.number, params, prepared,
                          self.tracker, run_id, bool(trial.user_attrs.get(RECIPE)))
 
-    def tell(self, spec: TrialSpec, outcome: dict | None) -> None:
-        """Record a trial's outcome (None: it failed) in the study and its MLflow run."""
+    def left(self) -> int:
+        """Trials still to ask (as `ask` counts them: complete, pruned and running ones take the budget; a queued
+        one, the recipe's trial 0 or a requeued trial, is asked first, and taken then, even past the budget)."""
+        states = Counter(t.state for t in self.study(0).get_trials(deepcopy=False))
+        taken = states[TrialState.COMPLETE] + states[TrialState.PRUNED] + states[TrialState.RUNNING]
+        return max(self.search.trials - taken, states[TrialState.WAITING], 0)
+
+    def tell(self, spec: TrialSpec, outcome: dict | None, where: str = "") -> None:
+        """Record a trial's outcome (None: it failed) in the study and its MLflow run; its line is printed after
+        `where` (the stage's progress)."""
         study = self.study(0)
         state = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED}[outcome["state"]] if outcome \
             else TrialState.FAIL
@@ -118,7 +126,7 @@ class Study:
         self.log.end_trial(spec.mlflow_run_id, _STATE[state], tags if outcome else {REASON: "error"})
         value = f", val_acc {outcome['value']:.4f}" if outcome and outcome["value"] is not None else ""
         epochs = f" after {outcome['epochs']} epoch(s)" if outcome else ""
-        print(f"tune {self.search.key} trial {spec.number}: {_STATE[state]}{' (diverged)' if tags else ''}"
+        print(f"{where}{' ' if where else ''}tune {self.search.key} trial {spec.number}: {_STATE[state]}{' (diverged)' if tags else ''}"
               f"{epochs}, lr {spec.params['lr']:.3g}, weight_decay {spec.params['weight_decay']:.3g}{value}",
               flush=True)
 

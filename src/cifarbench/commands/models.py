@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 
 from cifarbench.errors import ConfigError
-from cifarbench.fastpaths import native_bf16
-from cifarbench.models.profile import count_parameters, flops_per_image, throughput
-from cifarbench.models.registry import build_model, list_models, model_info
+
+DESCRIPTION = "list the architectures: parameters, FLOPs; --bench measures images/s"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +40,9 @@ def parse_widths(text: str) -> dict[str, float]:
 
 
 def table_row(name: str, width: float, cells: list[tuple[bool, str]], args: argparse.Namespace) -> list[str]:
+    from cifarbench.models import build_model, model_info
+    from cifarbench.models.profile import count_parameters, flops_per_image, throughput
+
     model = build_model(name, width=width)
     params, mflops = count_parameters(model), flops_per_image(model) / 1e6
     row = [name, model_info(name).family, f"{width:g}", f"{params:,}", f"{mflops:,.1f}"]
@@ -54,6 +56,9 @@ def table_row(name: str, width: float, cells: list[tuple[bool, str]], args: argp
 
 
 def run(args: argparse.Namespace) -> None:
+    from cifarbench.fastpaths import native_bf16
+    from cifarbench.models import list_models, model_info
+
     names = [n.strip() for n in args.names.split(",")] if args.names else list_models()
     for name in names:
         model_info(name)  # an unknown name fails before any work, listing the valid ones

@@ -1,15 +1,16 @@
-"""`cifarbench data`: the two data stages in one command, for use outside `dvc repro`."""
+"""`cifarbench data` and the DVC stages `download` and `prepare` (stages/download.py, stages/prepare.py).
+They read only params.yaml `data:` (config.read_section), never the whole params: the data stages depend
+on neither the training code nor its params, so neither reruns them."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from cifarbench.config import DataConfig, read_section
-from cifarbench.data.download import fetch_archive
-from cifarbench.data.splits import prepare_splits
 from cifarbench.errors import command_main
 from cifarbench.paths import ARCHIVE, PARAMS, PREPARED
+
+DESCRIPTION = "download, verify and split CIFAR-10 as params.yaml `data` says"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -17,24 +18,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--step", choices=["download", "prepare", "all"], default="all")
 
 
-def download(data: DataConfig) -> Path:
-    return fetch_archive(data.url, data.md5, ARCHIVE)
-
-
-def prepare(data: DataConfig) -> dict:
-    info = prepare_splits(ARCHIVE, PREPARED, val_size=data.val_size, seed=data.seed)
-    for split, counts in info["counts"].items():
-        print(f"{split:>5}: {sum(counts):6d} images, per class {counts}")
-    print(f"train mean {info['train_mean']} std {info['train_std']}")
-    return info
-
-
 def run(args: argparse.Namespace) -> None:
+    from cifarbench.config import DataConfig, read_section
+
     data = read_section(args.params, DataConfig, "data")
     if args.step in ("download", "all"):
-        download(data)
+        from cifarbench.data.download import fetch_archive
+
+        fetch_archive(data.url, data.md5, ARCHIVE)
     if args.step in ("prepare", "all"):
-        prepare(data)
+        from cifarbench.data.splits import prepare_splits
+
+        info = prepare_splits(ARCHIVE, PREPARED, val_size=data.val_size, seed=data.seed)
+        for split, counts in info["counts"].items():
+            print(f"{split:>5}: {sum(counts):6d} images, per class {counts}")
+        print(f"train mean {info['train_mean']} std {info['train_std']}")
 
 
 def download_main(argv: list[str] | None = None) -> int:
