@@ -132,8 +132,8 @@ def fp32_flops_per_cycle(flags: frozenset[str] | set[str], vendor: str = "", fam
 
 def peak_flops(flags: frozenset[str] | set[str], mhz: float, cores: int, vendor: str = "",
                family: int | None = None) -> tuple[float, str]:
-    """(peak fp32 FLOPs/s of `cores` cores at `mhz`, the line saying how it was computed)."""
+    """(peak fp32 FLOPs/s of `cores` cores at `mhz`, two lines saying how it was computed and assumed)."""
     per_cycle, why = fp32_flops_per_cycle(flags, vendor, family)
     peak = cores * mhz * 1e6 * per_cycle
-    return peak, (f"peak fp32 {peak / 1e9:,.0f} GFLOP/s = {cores} core(s) x {mhz:,.0f} MHz x {per_cycle} FLOPs/cycle "
-                  f"[{why}]")
+    return peak, (f"peak fp32 {peak / 1e9:,.0f} GFLOP/s = {cores} core(s) x {mhz:,.0f} MHz x {per_cycle} FLOPs/cycle\n"
+                  f"  assumption: {why}")
