@@ -3,6 +3,46 @@
     python tests/benchmarks/bench_train_step.py [--preset default] [--archs lenet5 googlenet] [--steps 8]
                                                 [--repeats 9] [--threads N] [--with-bf16] [--params params.yaml]
 
+Sample output (2026-12-03, AMD EPYC Zen 4 with AVX512-BF16, 2 cores, under `nice -n 19` while another
+benchmark ran on them: noisy, for the format, not for the numbers), of
+`python tests/benchmarks/bench_train_step.py --archs lenet5 googlenet --steps 4 --repeats 3`:
+
+    2026-12-03 10:46, torch 2.14.1+cu130, 1 thread(s), preset default (params.yaml), baseline cells at the recipe's lr/wd
+    CPU: AMD EPYC (AuthenticAMD, family 25, 2 core(s)), vector flags: sse2 avx fma avx2 avx512f avx512_bf16
+    peak fp32 83 GFLOP/s = 1 core(s) x 2,596 MHz x 32 FLOPs/cycle
+      assumption: AMD Zen 4 (family 25 with AVX-512): 2 x 256-bit FMA pipes, a 512-bit FMA takes both: 2 FMA x 8 fp32 lanes x 2
+      clock: `cpu MHz` of /proc/cpuinfo (current, not boost)
+    FLOPs: forward per image counted by torch.utils.flop_counter (convolutions, matmuls), as `cifarbench models`;
+      share = img/s x 3 x forward / peak fp32 (a bf16 path can exceed what fp32 allows)
+
+    lenet5: width 2, stem stride 1, 0.245M params, 3.80 MFLOPs/img forward; batch 64, momentum lr 0.05 wd 0.0005, augment standard; 4 steps x 3 repeats
+      engine fast path: bf16+channels_last (measured fp32 1,376, bf16 1,616, bf16+channels_last 2,783 img/s); fit ran autocast=bfloat16 channels_last=True on cpu
+      plain fp32    median   1,317 img/s  best   1,481  (runs: 1112, 1481, 1317)
+      engine fast   median   1,895 img/s  best   2,357  (runs: 1711, 2357, 1895)
+      engine exact  median   1,234 img/s  best   1,915  (runs: 1132, 1234, 1915)
+      engine eval   median   4,723 img/s  best   5,082  (runs: 3567, 5082, 4723)
+      engine fast / plain fp32: median 1.44x, best 1.59x
+      overhead engine exact vs plain fp32: median +6.3%, best -29.4%
+      share of peak fp32 FLOPs/s (train step 3 x forward): engine fast 26.0%, plain fp32 18.1%
+      one run of preset default: 30 epochs x (960 train / 1,895 img/s + 500 val / 4,723 img/s) + 8,000 test = 15.2 + 4.9 s = 20.1 s x 1 thread(s) = 20.1 CPU-s
+
+    googlenet: width 0.0625, stem stride 2, 0.026M params, 3.14 MFLOPs/img forward; batch 64, momentum lr 0.05 wd 0.0005, augment standard; 4 steps x 3 repeats
+      engine fast path: bf16+channels_last (measured fp32 497, bf16 534, bf16+channels_last 866 img/s); fit ran autocast=bfloat16 channels_last=True on cpu
+      plain fp32    median     264 img/s  best     352  (runs: 264, 352, 262)
+      engine fast   median     345 img/s  best     372  (runs: 372, 323, 345)
+      engine exact  median     264 img/s  best     276  (runs: 264, 276, 224)
+      engine eval   median   1,565 img/s  best   1,647  (runs: 1394, 1647, 1565)
+      engine fast / plain fp32: median 1.30x, best 1.06x
+      overhead engine exact vs plain fp32: median +0.0%, best +21.6%
+      share of peak fp32 FLOPs/s (train step 3 x forward): engine fast 3.9%, plain fp32 3.0%
+      one run of preset default: 24 epochs x (960 train / 345 img/s + 500 val / 1,565 img/s) + 8,000 test = 66.8 + 12.8 s = 79.6 s x 1 thread(s) = 79.6 CPU-s
+
+    Summary (medians; preset default, 1 thread(s)):
+    arch | fast path | batch | MFLOPs/img | plain img/s | engine img/s | engine/plain | % peak engine | % peak plain | CPU-s/run
+    --- | --- | --- | --- | --- | --- | --- | --- | --- | ---
+    lenet5 | bf16+channels_last | 64 | 3.80 | 1,317 | 1,895 | 1.44x | 26.0 | 18.1 | 20.1
+    googlenet | bf16+channels_last | 64 | 3.14 | 264 | 345 | 1.30x | 3.9 | 3.0 | 79.6
+
 Per architecture, its baseline cell in the preset exactly as the plan resolves it from params.yaml
 (`cifarbench.plan.resolve_cell`: model, width, batch, optimizer, augmentation), timed in one process and
 interleaved (many short runs, the variants' order rotating each round) so drift on a shared CPU hits all
