@@ -1,4 +1,5 @@
-"""Size and speed of a model: parameters, forward FLOPs per image, training/inference images per second."""
+"""Size and speed of a model: parameters, forward FLOPs per image, training/inference images per second;
+and the CPU's peak fp32 FLOPs/s, to say how much of it a training step uses."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import copy
 import statistics
 import time
 import warnings
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -78,3 +81,59 @@ def throughput(
         step()
         times.append(time.perf_counter() - t0)
     return batch_size / statistics.median(times)
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    model: str
+    vendor: str  # vendor_id: GenuineIntel, AuthenticAMD, ...
+    family: int | None  # cpu family: AMD 25 = Zen 3/4, 26 = Zen 5
+    flags: frozenset[str]
+    mhz: float | None
+    mhz_source: str  # where `mhz` came from: the maximum clock, or the current one the kernel reports
+
+
+def read_cpu_info(cpuinfo: Path = Path("/proc/cpuinfo"),
+                  max_freq: Path = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")) -> CpuInfo:
+    """The first CPU of /proc/cpuinfo; clock = cpufreq's maximum (what lscpu shows as max MHz) where the
+    kernel has one, else the highest `cpu MHz` line (a virtual machine's nominal clock, not its boost)."""
+    fields: dict[str, str] = {}
+    mhz_lines = []
+    text = cpuinfo.read_text() if cpuinfo.is_file() else ""
+    for line in text.splitlines():
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if key == "cpu MHz":
+            mhz_lines.append(float(value))
+        fields.setdefault(key, value)
+    try:
+        mhz, source = int(max_freq.read_text()) / 1000, f"max clock ({max_freq})"
+    except (OSError, ValueError):
+        mhz, source = (max(mhz_lines), "`cpu MHz` of /proc/cpuinfo (current, not boost)") if mhz_lines else (None, "unknown")
+    family = fields.get("cpu family", "")
+    return CpuInfo(fields.get("model name", "unknown"), fields.get("vendor_id", "unknown"),
+                   int(family) if family.isdigit() else None, frozenset(fields.get("flags", "").split()), mhz, source)
+
+
+def fp32_flops_per_cycle(flags: frozenset[str] | set[str], vendor: str = "", family: int | None = None) -> tuple[int, str]:
+    """Peak fp32 FLOPs per cycle of one core (FMA units x fp32 lanes x 2 FLOPs per multiply-add), from its
+    widest vector instructions, with the assumption that number rests on (flags do not say how many units)."""
+    if "avx512f" in flags:
+        if vendor == "AuthenticAMD" and family == 25:
+            return 32, ("AMD Zen 4 (family 25 with AVX-512): 2 x 256-bit FMA pipes, a 512-bit FMA takes both: "
+                        "2 FMA x 8 fp32 lanes x 2")
+        return 64, ("AVX-512: assumes 2 x 512-bit FMA units (Xeon Gold 6xxx/Platinum, Zen 5) = 2 x 16 fp32 lanes "
+                    "x 2; one-unit Xeons (Silver, Gold 5xxx) reach half, so the share is then a lower bound")
+    if "avx2" in flags and "fma" in flags:
+        return 32, "AVX2+FMA: assumes 2 x 256-bit FMA units (Haswell+, Zen 2+) = 2 x 8 fp32 lanes x 2; Zen 1 has half"
+    if "avx" in flags:
+        return 16, "AVX without FMA: one 256-bit add + one 256-bit multiply per cycle = 8 fp32 lanes x 2"
+    return 8, "SSE: one 128-bit add + one 128-bit multiply per cycle = 4 fp32 lanes x 2"
+
+
+def peak_flops(flags: frozenset[str] | set[str], mhz: float, cores: int, vendor: str = "",
+               family: int | None = None) -> tuple[float, str]:
+    """(peak fp32 FLOPs/s of `cores` cores at `mhz`, two lines saying how it was computed and assumed)."""
+    per_cycle, why = fp32_flops_per_cycle(flags, vendor, family)
+    peak = cores * mhz * 1e6 * per_cycle
+    return peak, (f"peak fp32 {peak / 1e9:,.0f} GFLOP/s = {cores} core(s) x {mhz:,.0f} MHz x {per_cycle} FLOPs/cycle\n"
+                  f"  assumption: {why}")
