@@ -77,7 +77,7 @@ def test_no_library_module_imports_the_command_line():
 
 
 # README "Layout": the package's modules bottom to top; a module imports only from lower ones.
-LAYERS = ["redact", "errors", "paths", "config", "io", "progress", "codeclosure", "data", "models", "fastpaths", "engine",
+LAYERS = ["redact", "errors", "paths", "config", "io", "processes", "progress", "codeclosure", "data", "models", "fastpaths", "engine",
           "tuned_file", "plan", "tracking",
           "execute", "runner", "pipeline", "calibrate", "tuning", "nightly.config", "params", "report", "nightly", "doctor",
           "commands", "cli"]
