@@ -10,6 +10,8 @@ import os
 import socket
 from pathlib import Path
 
+from cifarbench.io import pid_alive
+
 
 def process_id(pid: int) -> str | None:
     """`pid@start time` of a live process (None if it is gone), so a reused pid is not taken for the
@@ -18,11 +20,7 @@ def process_id(pid: int) -> str | None:
         with contextlib.suppress(OSError):
             return f"{pid}@{Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[19]}"  # field 22
         return None
-    try:
-        os.kill(pid, 0)
-        return str(pid)
-    except OSError:
-        return None
+    return str(pid) if pid_alive(pid) else None
 
 
 def me() -> str:
