@@ -134,11 +134,7 @@ def _specs(cells: list[Cell], keys: dict[str, str], tracker: Tracker, data: dict
                                  {**tags, **identity, **extra, t.ABLATION_GROUP: cell.group,
                                   t.CONFIG_HASH: cell.config_hash(), t.CELL_KEY: keys[cell.name]}, cpu_paths,
                                  data_url))
-    return sorted(specs, key=_cost, reverse=True)
-
-
-def _cost(spec: RunSpec) -> float:
-    return cell_cost(spec.cell)
+    return sorted(specs, key=lambda spec: cell_cost(spec.cell), reverse=True)
 
 
 def cell_cost(cell: Cell) -> float:
@@ -167,7 +163,7 @@ def _execute(runs: list[RunSpec], executor: Executor, on_cell) -> tuple[dict, di
     for spec in runs:
         left.setdefault(spec.cell.name, set()).add(spec.seed)
     by_name, results, failed = {s.name: s for s in runs}, {}, {}
-    progress = Progress([_cost(s) for s in runs])
+    progress = Progress([cell_cost(s.cell) for s in runs])
     print(f"train: {len(runs)} run(s) on {executor.where}", flush=True)
     try:
         for spec in runs:
@@ -175,7 +171,7 @@ def _execute(runs: list[RunSpec], executor: Executor, on_cell) -> tuple[dict, di
         while executor.pending():
             done = executor.next_done()
             spec = by_name[done.key]
-            where = progress.finished(_cost(spec))
+            where = progress.finished(cell_cost(spec.cell))
             if not done.ok:
                 failed[done.key] = done.error
                 print(f"train {where} {done.key} FAILED:\n{done.error}", file=sys.stderr, flush=True)
