@@ -131,9 +131,14 @@ def test_tiny_study_completes_prunes_logs_and_feeds_the_train_stage(workdir, cap
     assert [r.info.run_id for r in tune_runs(workdir, "tune")] == [parent.info.run_id]
 
     # The train stage reads the file: the baseline takes both values, no_l2 keeps its zero weight decay.
+    # (By the study's key, as the train stage reads them; the recipe's own lr must not pass for the tuned one:
+    # trial 0 is the recipe and may win.)
     plan = parse(tree).plan
-    values = read_tuned(tuned_path("smoke", "lenet5"))
-    assert resolve_cell(plan, "lenet5", "baseline", values).train.optimizer.lr == tuned["optimizer"]["lr"]
+    values = read_tuned_values(plan)
+    assert values == {"lenet5": read_tuned(tuned_path("smoke", "lenet5"))} == {"lenet5": tuned["optimizer"]}
+    baseline = resolve_cell(plan, "lenet5", "baseline", values).train.optimizer
+    assert (baseline.lr, baseline.weight_decay) == (tuned["optimizer"]["lr"], tuned["optimizer"]["weight_decay"])
+    assert resolve_cell(plan, "lenet5", "baseline").train.optimizer.lr == 3e-3  # no values: the recipe's
     no_l2 = resolve_cell(plan, "lenet5", "no_l2", values).train.optimizer
     assert (no_l2.lr, no_l2.weight_decay) == (tuned["optimizer"]["lr"], 0.0)
 

@@ -2,10 +2,12 @@
 probes that kill a run at a kill point (killpoint/sitecustomize.py) and run it again:
 
     python tests/faults/run_child.py PREPARED FOLDER [FAST_PATH]
+    python tests/faults/run_child.py PREPARED FOLDER --executor
 
 FOLDER holds the MLflow store (mlflow.db), the run's work folder (checkpoint, MLflow run id, result) and its
 models; FAST_PATH is a cifarbench.fastpaths candidate (fp32, bf16, ...): what the machine's fast-path cache
-would hand the run. `spec(...)` builds the same run in the test's own process.
+would hand the run. `--executor`: the run goes through the train stage's coordinator (pipeline._execute) on the
+local executor's worker processes instead. `spec(...)` builds the same run in the test's own process.
 """
 
 from __future__ import annotations
@@ -37,4 +39,11 @@ def spec(prepared: Path, folder: Path, fast_path: str | None = None) -> RunSpec:
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    train_run(spec(Path(sys.argv[1]), Path(sys.argv[2]), *sys.argv[3:4]))
+    if sys.argv[3:] == ["--executor"]:
+        from cifarbench.execute import ExecutorConfig, running
+        from cifarbench.pipeline import _execute
+
+        with running(ExecutorConfig(), gpu=False) as executor:
+            _execute([spec(Path(sys.argv[1]), Path(sys.argv[2]))], executor, on_cell=lambda name, done: None)
+    else:
+        train_run(spec(Path(sys.argv[1]), Path(sys.argv[2]), *sys.argv[3:4]))

@@ -3,7 +3,10 @@
 1. Between the creation of its MLflow run and the moment the run's id is recorded beside its checkpoint.
    Before: the run stayed RUNNING for ever (nothing resumes a run whose id was never written) beside the
    rerun's. Required: the rerun ends it KILLED (its owner process is gone) and no run stays RUNNING.
-2. Just after its first epoch's checkpoint, with the machine's fast-path cache changed before the resume.
+2. The same window on the train stage's local executor, hit by Ctrl-C: the coordinator stops the worker there.
+   Before: the coordinator ended KILLED only the runs whose ids it found recorded; this one stayed RUNNING
+   (under load `dvc repro`'s Ctrl-C probe caught it). Required: it is ended KILLED before the stage exits.
+3. Just after its first epoch's checkpoint, with the machine's fast-path cache changed before the resume.
    Before: the resumed run switched to the cache's new choice halfway. Required: it keeps the checkpoint's
    choice, and records that one with its result and in MLflow.
 """
@@ -73,6 +76,17 @@ def test_a_run_killed_before_its_id_was_recorded_is_ended_killed_by_the_rerun(pr
     assert runs[result["summary"]["run_id"]].info.status == "FINISHED"
     assert [r.info.run_id for r in runs.values() if r.info.status == "RUNNING"] == []
     assert f"MLflow run {orphan.info.run_id} (lenet5/baseline/seed0) was left RUNNING" in capfd.readouterr().err
+
+
+def test_ctrl_c_before_a_run_recorded_its_id_ends_that_run_killed(prepared, tmp_path):
+    path = os.pathsep.join(filter(None, [str(KILLPOINT), str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH")]))
+    child = subprocess.run([sys.executable, str(HERE / "run_child.py"), str(prepared), str(tmp_path), "--executor"],
+                           env={**os.environ, "PYTHONPATH": path, "PROBE_INTERRUPT_RENAME": "work/seed0.mlflow-run"},
+                           capture_output=True, text=True, timeout=300, start_new_session=True)
+    assert child.returncode != 0 and "KeyboardInterrupt" in child.stderr, child.stdout + child.stderr
+    assert not (tmp_path / "work/seed0.mlflow-run").exists()  # stopped inside the window
+    [run] = training_runs(tmp_path).values()
+    assert run.info.status == "KILLED"
 
 
 def test_a_resumed_run_keeps_the_fast_paths_of_its_checkpoint(prepared, tmp_path):

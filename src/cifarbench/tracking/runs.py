@@ -95,13 +95,18 @@ class Tracker:
                                           "checkpoint is kept and a rerun resumes it") from exc
                 raise
 
-    def end_killed(self, run_ids: list[str]) -> None:
-        """Mark runs that were still RUNNING when their workers were stopped as KILLED."""
+    def end_killed(self, run_ids: Sequence[str], identities: Sequence[Mapping[str, str]] = ()) -> None:
+        """Mark runs that were still RUNNING when their workers were stopped as KILLED: `run_ids` (recorded
+        beside their checkpoints) and any run of `identities` whose owner on this host is gone (a worker
+        stopped after it created its run, before it recorded the id: under load that window is wide)."""
         client = self.client()
         for run_id in run_ids:
             with contextlib.suppress(Exception):  # a run deleted meanwhile, or a server gone: nothing to end
                 if client.get_run(run_id).info.status == "RUNNING":
                     client.set_terminated(run_id, "KILLED")
+        for identity in identities:
+            with contextlib.suppress(Exception):
+                end_orphans(client, self.experiment_id, identity, say=False)
 
 
 class RunLog:
@@ -154,7 +159,8 @@ def mark_current(client, experiment_id: str, run_id: str, identity: Mapping[str,
     client.set_tag(run_id, CURRENT, "true")
 
 
-def end_orphans(client, experiment_id: str, identity: Mapping[str, str], keep: str | None = None) -> list[str]:
+def end_orphans(client, experiment_id: str, identity: Mapping[str, str], keep: str | None = None,
+                say: bool = True) -> list[str]:
     """End KILLED the RUNNING runs of `identity` (but `keep`, the run about to be resumed) whose owner is a
     process of this host that is gone; returns their ids. A run of a live process is left alone, and so is
     one of another host (a Ray node: whether its process lives cannot be told from here) or one written
@@ -166,8 +172,9 @@ def end_orphans(client, experiment_id: str, identity: Mapping[str, str], keep: s
             continue
         client.set_terminated(run.info.run_id, "KILLED")
         ended.append(run.info.run_id)
-        print(f"tracking: MLflow run {run.info.run_id} ({run.info.run_name}) was left RUNNING by a process that is "
-              f"gone ({owner}); ended KILLED", file=sys.stderr, flush=True)
+        if say:
+                print(f"tracking: MLflow run {run.info.run_id} ({run.info.run_name}) was left RUNNING by a process that "
+                  f"is gone ({owner}); ended KILLED", file=sys.stderr, flush=True)
     return ended
 
 
