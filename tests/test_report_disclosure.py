@@ -56,6 +56,7 @@ def test_model_table_names_width_size_stem_and_what_departs_from_the_paper():
     assert table.loc["resnet18", "normalization (paper)"] == "batch (batch)"
     assert table.loc["lstm", "normalization (paper)"] == "none (none)"
     assert table.loc["alexnet", "dropout (paper)"] == "0.5 (0.5)"
+    assert table.loc["vgg11", "conv init"] == "He (2/fan_in)" and table.loc["lstm", "conv init"] == "no conv"
     assert "local response normalization" in table.loc["alexnet", "paper's, not here"]
 
 

@@ -76,6 +76,7 @@ def build_model(
     pooling: str | None = None,
     dropout: float | None = None,
     stem_stride: int = 1,
+    init: str = "he",
 ) -> nn.Module:
     """The model `name` for (N, 3, 32, 32) normalized images -> (N, num_classes) logits.
 
@@ -83,7 +84,7 @@ def build_model(
     none), pooling (max | avg | conv) and dropout: None = the family's default (`model_info(name)`); dropout p
     is the probability of dropping. stem_stride=2 makes the first conv stride 2, so every later layer works
     on a quarter of the pixels (GoogLeNet, DenseNet and ResNet, whose CIFAR versions keep 32x32 maps for
-    their first blocks and are far too slow for a CPU otherwise).
+    their first blocks and are far too slow for a CPU otherwise). init: how conv weights start (INITS).
     """
     info = model_info(name)
     if not (_is_number(num_classes) and isinstance(num_classes, int) and num_classes >= 1):
@@ -107,7 +108,28 @@ def build_model(
     elif stem_stride != 1:
         with_stem = ", ".join(n for n, i in _REGISTRY.items() if i.has_stem_stride)
         raise ConfigError(f"stem_stride applies only to {with_stem}; leave it at 1 for {name}")
-    return info.factory(**kwargs)
+    if init not in INITS:
+        raise ConfigError(f"init must be one of {', '.join(INITS)}, got {init!r}")
+    model = info.factory(**kwargs)
+    if init == "he":
+        he_init(model)
+    return model
+
+
+# How conv weights start. he: normal with variance 2 / fan_out (He et al. 2015, "Delving deep into
+# rectifiers", derived for ReLU nets without normalization; torchvision's VGG, ResNet and DenseNet), biases 0.
+# torch: PyTorch's layer default (uniform, variance 1 / (3 fan_in)): each ReLU conv then shrinks the signal's
+# variance ~6x, so a deep net without batch norm starts with nothing left to learn from (no_bn measured
+# that, not batch norm). With batch norm after each conv the two train alike: it undoes the conv's scale.
+INITS = ("he", "torch")
+
+
+def he_init(model: nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
 
 
 def _check_stem_stride(stem_stride) -> int:
@@ -130,6 +152,8 @@ class ModelConfig(Section):
     pooling: Literal[POOLINGS] | None = Field(None, description="down-sampling: max | avg | conv; null = family's")
     dropout: float | None = Field(None, ge=0, lt=1, description="probability of dropping; null = family default")
     stem_stride: Literal[1, 2] = Field(1, description="2 = stride-2 first conv (googlenet, densenet): 4x fewer FLOPs")
+    init: Literal["he", "torch"] = Field("he", description="conv weights: he (He et al. 2015) | torch (PyTorch's "
+                                         "default, which starves a deep net without batch norm)")
 
     @model_validator(mode="before")
     @classmethod
@@ -163,11 +187,11 @@ class ModelConfig(Section):
         norm = info.default_norm if self.norm is None else self.norm
         pooling = info.default_pooling if self.pooling is None else self.pooling
         dropout = info.default_dropout if self.dropout is None else self.dropout
-        return self.name, self.width, norm, pooling, dropout, self.stem_stride
+        return self.name, self.width, norm, pooling, dropout, self.stem_stride, self.init
 
 
 def build_model_from(cfg: ModelConfig, num_classes: int = 10) -> nn.Module:
     return build_model(
         cfg.name, num_classes=num_classes, width=cfg.width, norm=cfg.norm, pooling=cfg.pooling,
-        dropout=cfg.dropout, stem_stride=cfg.stem_stride,
+        dropout=cfg.dropout, stem_stride=cfg.stem_stride, init=cfg.init,
     )

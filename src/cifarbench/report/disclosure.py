@@ -71,17 +71,21 @@ def model_table(plan: PlanConfig) -> pd.DataFrame:
     for arch, cell in baselines(plan, {}).items():
         info, (size, stride, narrowest) = model_info(arch), measure(cell.model)
         paper = paper_facts(info.family)
-        _, _, norm, _, dropout, _ = cell.model.effective()
+        _, _, norm, _, dropout, _, _ = cell.model.effective()
         rows[arch] = {
             "width": f"{cell.model.width:g}",
             "parameters": f"{size:,}",
             "first conv": "no conv" if stride is None else _stem(stride, cell),
             "narrowest conv": "no conv" if narrowest is None else f"{narrowest} channel{'s' * (narrowest != 1)}",
+            "conv init": "no conv" if stride is None else INIT_TEXT[cell.model.init],
             "normalization (paper)": f"{norm or 'none'} ({'batch' if paper.batch_norm else 'none'})",
             "dropout (paper)": f"{dropout:g} ({paper.dropout:g})",
             "paper's, not here": paper.not_here or "–",
         }
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("arch")
+
+
+INIT_TEXT = {"he": "He (2/fan_in)", "torch": "PyTorch default"}
 
 
 def _stem(stride: int, cell: Cell) -> str:
