@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import shutil
 import tarfile
 
@@ -27,6 +28,16 @@ def test_fetch_over_http_verifies_and_keeps(cifar_archive, http_root, tmp_path):
     assert fetch_archive(f"{base}/c10.tar.gz", md5, dest, progress=False) == dest
     assert md5_of(dest) == md5
     assert [p.name for p in dest.parent.iterdir()] == ["c10.tar.gz"]  # no temporary left
+
+
+def test_a_download_off_a_terminal_logs_one_line_not_a_redrawn_bar(cifar_archive, http_root, tmp_path, capfd):
+    archive, md5 = cifar_archive
+    root, base = http_root
+    shutil.copy(archive, root / "c10.tar.gz")
+    fetch_archive(f"{base}/c10.tar.gz", md5, tmp_path / "c10.tar.gz")  # progress on; pytest's capture is no tty
+    out, err = capfd.readouterr()
+    assert "\r" not in out + err and "\x1b" not in out + err
+    assert re.fullmatch(r"download CIFAR-10: \d+\.\d MB in \d+ s\n", out), out
 
 
 @pytest.mark.parametrize("kind", ["path", "file_url"])

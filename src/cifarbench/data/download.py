@@ -116,8 +116,14 @@ def _download(url: str, target: Path, *, progress: bool, limits: Limits) -> None
         if total and total > limits.max_bytes:
             raise DataError(f"data.url={url} announces {total:,} bytes, more than {limits.max_bytes:,} (the CIFAR-10 "
                             f"archive is {CIFAR10_BYTES:,}): not the CIFAR-10 python archive; check data.url")
-        with tqdm(total=total, unit="B", unit_scale=True, desc="download CIFAR-10", disable=not progress) as bar:
+        started = time.monotonic()
+        # A bar on a terminal only (disable=None: off when stderr is no tty); a log gets one line at the end,
+        # not a carriage-return redraw per chunk.
+        with tqdm(total=total, unit="B", unit_scale=True, desc="download CIFAR-10",
+                  disable=None if progress else True) as bar:
             received = _stream(response, out, url, limits, bar.update)
+        if progress and bar.disable:
+            print(f"download CIFAR-10: {received / 1e6:.1f} MB in {time.monotonic() - started:.0f} s", flush=True)
     if total and received < total:  # read1 returns b"" at a closed connection, never IncompleteRead
         raise DataError(f"download of data.url={url} broke off after {received:,} of {total:,} bytes; run the stage again")
 
