@@ -2,12 +2,20 @@ from __future__ import annotations
 
 import functools
 import http.server
+import signal
 import threading
 from pathlib import Path
 
 import pytest
 
 from fake_cifar import write_archive
+
+# The probes that press Ctrl-C send SIGINT to a child and need the child to take it. A background job of a
+# non-interactive shell (`nohup pytest &`, some CI runners) starts with SIGINT ignored, and an ignored signal
+# stays ignored across exec: every child would shrug the probe's Ctrl-C off and it would wait for nothing.
+# A handler does not survive exec, so with one here the children start with SIGINT's default, as on a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
