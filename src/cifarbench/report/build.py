@@ -46,11 +46,22 @@ def gather(plan: PlanConfig, tracking: TrackingConfig) -> Inputs:
         provenance={
             "git commit of this report": here[GIT_COMMIT] + (" (dirty work tree)" if here[GIT_DIRTY] == "true" else ""),
             "dvc.lock sha256 (first 16)": _digest(DVC_LOCK),
-            "MLflow store / experiment": f"{mask_credentials(uri)} / {tracking.experiment}",
+            "MLflow store / experiment": f"{shown_store(uri)} / {tracking.experiment}",
         },
     )  # fmt: skip
 
 
+
+
+def shown_store(uri: str) -> str:
+    """The tracking URI as the report shows it: no credentials, and a SQLite file inside the project by its path
+    relative to the project (the report is committed: no one else's machine has /home/you/...)."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix):
+        path = Path(uri.removeprefix(prefix))
+        if path.is_absolute() and path.is_relative_to(Path.cwd()):
+            return prefix + path.relative_to(Path.cwd()).as_posix()
+    return mask_credentials(uri)
 
 
 def _digest(path: Path) -> str:

@@ -77,14 +77,21 @@ def query(tags: dict[str, str]) -> str:
 
 # --- provenance: where a result came from ----------------------------------------------------------------
 
+# What the pipeline itself writes into the repository (per-cell results and the report are tracked by git, so
+# that `dvc metrics diff` and git keep their history): a run that changed only these is not from a dirty tree.
+PIPELINE_OUTPUTS = ("runs", "reports", "dvc.lock")
+
+
 def provenance() -> dict[str, str]:
-    """Code version, DVC stage, library versions, machine."""
+    """Code version (dirty: a tracked file other than the pipeline's own outputs differs from the commit), DVC
+    stage, library versions, machine."""
     import mlflow
     import torch
 
     return {
         GIT_COMMIT: _git("rev-parse", "HEAD"),
-        GIT_DIRTY: str(bool(_git("status", "--porcelain", "--untracked-files=no"))).lower(),
+        GIT_DIRTY: str(bool(_git("status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                                 *(f":(top,exclude){path}" for path in PIPELINE_OUTPUTS)))).lower(),
         DVC_STAGE: os.environ.get("DVC_STAGE", ""),
         TORCH_VERSION: torch.__version__,
         MLFLOW_VERSION: mlflow.__version__,
