@@ -120,7 +120,8 @@ def build_model(
 # rectifiers", derived for ReLU nets without normalization; torchvision's VGG, ResNet and DenseNet), biases 0.
 # torch: PyTorch's layer default (uniform, variance 1 / (3 fan_in)): each ReLU conv then shrinks the signal's
 # variance ~6x, so a deep net without batch norm starts with nothing left to learn from (no_bn measured
-# that, not batch norm). With batch norm after each conv the two train alike: it undoes the conv's scale.
+# that, not batch norm). With batch norm after a conv the conv's scale does not change the function, but it
+# does change the effective step (lr / |w|^2): He's larger start is a smaller step there (docs/presets.md).
 INITS = ("he", "torch")
 
 
