@@ -146,7 +146,7 @@ def test_params_yaml_is_as_dvc_writes_it_so_exp_run_set_param_changes_one_line(t
     before, after = (ROOT / "params.yaml").read_text().splitlines(), copy.read_text().splitlines()
     changed = [(a, b) for a, b in zip(before, after) if a != b]
     assert len(before) == len(after) and len(changed) == 1, changed[:5]
-    assert changed[0][1].strip() == "smoke: {model: {width: 0.25}}"
+    assert changed[0][1].strip() == "model: {width: 0.25}"  # the line under lenet5's `smoke:`
 
 
 def test_a_small_float_set_by_dvc_exp_run_reads_as_a_number(tmp_path):

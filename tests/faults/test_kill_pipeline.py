@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from cifarbench.io import read_json
 from cifarbench.tuning import FlockLock
-from project import BIN, Project
+from project import BIN, Project, architecture
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -36,7 +36,7 @@ def small_project(path: Path, url: str, md5: str) -> Project:
     project = Project.create(path, preset="smoke", data__url=url, data__md5=md5, data__val_size=100,
                              presets__smoke__tune_epochs=2)  # 2-epoch trials: a kill at the first report is mid-trial
     tree = project.params
-    tree["architectures"] = {"lenet5": tree["architectures"]["lenet5"]}
+    tree["architectures"] = {"lenet5": architecture(tree, "lenet5")}
     tree["ablations"] = {k: tree["ablations"][k] for k in ("baseline", "flip")}
     project.set_params(architectures=tree["architectures"], ablations=tree["ablations"])
     project.git("commit", "-qam", "small matrix")
