@@ -163,8 +163,11 @@ def test_sigkill_at_each_phase_then_a_plain_repro_finishes_with_the_same_numbers
     [study] = optuna.get_all_study_summaries(journal)
     trials = optuna.load_study(study_name=study.study_name, storage=journal).get_trials()
     killed = [t for t in trials if t.state == TrialState.FAIL]
-    assert killed and all(any(r.user_attrs.get("retry_of") == t.number and r.state == TrialState.COMPLETE
-                              for r in trials) for t in killed)
+    # Each killed trial ran again to an end: completed, or pruned as any trial may be (its epochs decide).
+    assert killed and all(any(r.user_attrs.get("retry_of") == t.number and r.state in (TrialState.COMPLETE,
+                                                                                       TrialState.PRUNED)
+                              for r in trials) for t in killed), \
+        [(t.number, t.state.name, t.user_attrs.get("retry_of")) for t in trials]
     figures = project.path / "reports"
     assert sorted(p.name for p in figures.iterdir() if p.name.startswith(".")) == []  # no swap leftovers
     assert sorted(p.name for p in (figures / "figures").iterdir()) == \
