@@ -172,7 +172,11 @@ def test_ctrl_c_kills_every_process_ends_runs_killed_keeps_checkpoints_and_a_rer
     assert kept, f"every caught run finished first: {caught}"
     for ablation in kept:
         assert (caught[ablation] / "seed0.pt").is_file()  # its checkpoint is kept
-        assert runs[ids[ablation]].info.status == "KILLED"
+        run = runs[ids[ablation]]
+        # KILLED; or FINISHED when the signal landed after the run had ended in MLflow but before its result
+        # file was written (a rerun then finds its finished checkpoint and ends the same run again)
+        assert run.info.status == "KILLED" or (run.info.status == "FINISHED" and "test_acc" in run.data.metrics), \
+            (ablation, run.info.status, sorted(run.data.metrics))
 
     rerun = project.repro()
     assert f"train (smoke): {len(ABLATIONS)} cells, {len(ABLATIONS) - len(done)} to train" in rerun.stdout
