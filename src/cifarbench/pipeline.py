@@ -185,7 +185,7 @@ def _execute(runs: list[RunSpec], executor: Executor, on_cell) -> tuple[dict, di
         executor.close()
         in_flight = [by_name[n] for n in by_name if n not in results and n not in failed]
         ids = [s.file(".mlflow-run").read_text().strip() for s in in_flight if s.file(".mlflow-run").is_file()]
-        runs[0].tracker.end_killed(ids, [{k: str(s.tags[k]) for k in t.RUN_IDENTITY} for s in in_flight])
+        runs[0].tracker.end_killed(ids, [s.tags for s in in_flight])
         raise
     return results, failed
 

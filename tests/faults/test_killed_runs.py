@@ -49,12 +49,17 @@ def one_thread_here(monkeypatch, tmp_path):
     torch.set_num_threads(threads)
 
 
-def killed_run(prepared: Path, folder: Path, *fast_path: str, **point: str) -> None:
-    """run_child.py in its own process group, killed (the whole group) at the kill point `point`."""
+def run_child(prepared: Path, folder: Path, *args: str, **point: str) -> subprocess.CompletedProcess:
+    """run_child.py in its own process group, with the kill point `point` armed."""
     path = os.pathsep.join(filter(None, [str(KILLPOINT), str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH")]))
-    child = subprocess.run([sys.executable, str(HERE / "run_child.py"), str(prepared), str(folder), *fast_path],
-                           env={**os.environ, "PYTHONPATH": path, **point}, capture_output=True, text=True,
-                           timeout=300, start_new_session=True)
+    return subprocess.run([sys.executable, str(HERE / "run_child.py"), str(prepared), str(folder), *args],
+                          env={**os.environ, "PYTHONPATH": path, **point}, capture_output=True, text=True,
+                          timeout=300, start_new_session=True)
+
+
+def killed_run(prepared: Path, folder: Path, *fast_path: str, **point: str) -> None:
+    """run_child.py killed (the whole group) at the kill point `point`."""
+    child = run_child(prepared, folder, *fast_path, **point)
     assert child.returncode == -signal.SIGKILL, child.stdout + child.stderr
 
 
@@ -79,10 +84,7 @@ def test_a_run_killed_before_its_id_was_recorded_is_ended_killed_by_the_rerun(pr
 
 
 def test_ctrl_c_before_a_run_recorded_its_id_ends_that_run_killed(prepared, tmp_path):
-    path = os.pathsep.join(filter(None, [str(KILLPOINT), str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH")]))
-    child = subprocess.run([sys.executable, str(HERE / "run_child.py"), str(prepared), str(tmp_path), "--executor"],
-                           env={**os.environ, "PYTHONPATH": path, "PROBE_INTERRUPT_RENAME": "work/seed0.mlflow-run"},
-                           capture_output=True, text=True, timeout=300, start_new_session=True)
+    child = run_child(prepared, tmp_path, "--executor", PROBE_INTERRUPT_RENAME="work/seed0.mlflow-run")
     assert child.returncode != 0 and "KeyboardInterrupt" in child.stderr, child.stdout + child.stderr
     assert not (tmp_path / "work/seed0.mlflow-run").exists()  # stopped inside the window
     [run] = training_runs(tmp_path).values()

@@ -35,6 +35,15 @@ class ModelInfo:
         return self.default_pooling is not None
 
 
+# How conv weights start. he: normal with variance 2 / fan_in (He et al. 2015, "Delving deep into
+# rectifiers", derived for ReLU nets without normalization; torchvision's VGG, ResNet and DenseNet use its
+# fan_out form, which blows up behind the narrow 1x1 convs of these CPU widths), biases 0.
+# torch: PyTorch's layer default (uniform, variance 1 / (3 fan_in)): each ReLU conv then shrinks the signal's
+# variance ~6x, so a deep net without batch norm starts with nothing left to learn from (no_bn measured
+# that, not batch norm). With batch norm after a conv the conv's scale does not change the function, but it
+# does change the effective step (lr / |w|^2): He's larger start is a smaller step there (docs/presets.md).
+INITS = ("he", "torch")
+
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
@@ -116,15 +125,6 @@ def build_model(
     return model
 
 
-# How conv weights start. he: normal with variance 2 / fan_out (He et al. 2015, "Delving deep into
-# rectifiers", derived for ReLU nets without normalization; torchvision's VGG, ResNet and DenseNet), biases 0.
-# torch: PyTorch's layer default (uniform, variance 1 / (3 fan_in)): each ReLU conv then shrinks the signal's
-# variance ~6x, so a deep net without batch norm starts with nothing left to learn from (no_bn measured
-# that, not batch norm). With batch norm after a conv the conv's scale does not change the function, but it
-# does change the effective step (lr / |w|^2): He's larger start is a smaller step there (docs/presets.md).
-INITS = ("he", "torch")
-
-
 def he_init(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
@@ -153,7 +153,7 @@ class ModelConfig(Section):
     pooling: Literal[POOLINGS] | None = Field(None, description="down-sampling: max | avg | conv; null = family's")
     dropout: float | None = Field(None, ge=0, lt=1, description="probability of dropping; null = family default")
     stem_stride: Literal[1, 2] = Field(1, description="2 = stride-2 first conv (googlenet, densenet): 4x fewer FLOPs")
-    init: Literal["he", "torch"] = Field("he", description="conv weights: he (He et al. 2015) | torch (PyTorch's "
+    init: Literal[INITS] = Field("he", description="conv weights: he (He et al. 2015) | torch (PyTorch's "
                                          "default, which starves a deep net without batch norm)")
 
     @model_validator(mode="before")

@@ -63,7 +63,7 @@ class Tracker:
 
         logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # no start/stop chatter per run
         client = self.client()
-        identity = {k: str(tags[k]) for k in RUN_IDENTITY}
+        identity = identity_of(tags)
         end_orphans(client, self.experiment_id, identity, keep=resume_run_id)
         if resume_run_id and _run_exists(client, resume_run_id, self.experiment_id):
             run_id = resume_run_id
@@ -95,18 +95,19 @@ class Tracker:
                                           "checkpoint is kept and a rerun resumes it") from exc
                 raise
 
-    def end_killed(self, run_ids: Sequence[str], identities: Sequence[Mapping[str, str]] = ()) -> None:
+    def end_killed(self, run_ids: Sequence[str], tags: Sequence[Mapping[str, str]] = ()) -> None:
         """Mark runs that were still RUNNING when their workers were stopped as KILLED: `run_ids` (recorded
-        beside their checkpoints) and any run of `identities` whose owner on this host is gone (a worker
-        stopped after it created its run, before it recorded the id: under load that window is wide)."""
+        beside their checkpoints) and any run of the identity in `tags` (one run's tags each) whose owner on
+        this host is gone (a worker stopped after it created its run, before it recorded the id: under load
+        that window is wide)."""
         client = self.client()
         for run_id in run_ids:
             with contextlib.suppress(Exception):  # a run deleted meanwhile, or a server gone: nothing to end
                 if client.get_run(run_id).info.status == "RUNNING":
                     client.set_terminated(run_id, "KILLED")
-        for identity in identities:
+        for run_tags in tags:
             with contextlib.suppress(Exception):
-                end_orphans(client, self.experiment_id, identity, say=False)
+                end_orphans(client, self.experiment_id, identity_of(run_tags), say=False)
 
 
 class RunLog:
@@ -159,6 +160,11 @@ def mark_current(client, experiment_id: str, run_id: str, identity: Mapping[str,
     client.set_tag(run_id, CURRENT, "true")
 
 
+def identity_of(tags: Mapping[str, Any]) -> dict[str, str]:
+    """The tags of `tags` that name one run of the benchmark (RUN_IDENTITY), as MLflow stores them."""
+    return {k: str(tags[k]) for k in RUN_IDENTITY}
+
+
 def end_orphans(client, experiment_id: str, identity: Mapping[str, str], keep: str | None = None,
                 say: bool = True) -> list[str]:
     """End KILLED the RUNNING runs of `identity` (but `keep`, the run about to be resumed) whose owner is a
@@ -173,7 +179,7 @@ def end_orphans(client, experiment_id: str, identity: Mapping[str, str], keep: s
         client.set_terminated(run.info.run_id, "KILLED")
         ended.append(run.info.run_id)
         if say:
-                print(f"tracking: MLflow run {run.info.run_id} ({run.info.run_name}) was left RUNNING by a process that "
+            print(f"tracking: MLflow run {run.info.run_id} ({run.info.run_name}) was left RUNNING by a process that "
                   f"is gone ({owner}); ended KILLED", file=sys.stderr, flush=True)
     return ended
 
