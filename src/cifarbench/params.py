@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import Field
 
 from cifarbench.config import DataConfig, Name, Section, TrackingConfig, check_top_level, load_params, parse_section
+from cifarbench.errors import ConfigError
 from cifarbench.execute import ExecutorConfig
 from cifarbench.nightly.config import NightlyConfig
 from cifarbench.paths import PARAMS
@@ -42,8 +43,13 @@ class Params(Section):
 
     @property
     def plan(self) -> PlanConfig:
-        """The sections that decide the matrix (checked when the Params were parsed)."""
-        return PlanConfig.model_construct(**{k: getattr(self, k) for k in PlanConfig.model_fields})
+        """The sections that decide the matrix (checked when the Params were parsed); `architectures` only
+        those the preset runs (`presets.<preset>.architectures`, all when absent)."""
+        sections = {k: getattr(self, k) for k in PlanConfig.model_fields}
+        budget = self.presets.get(self.preset)  # an undefined preset: check_plan names the defined ones
+        if budget is not None and (runs := budget.architectures) is not None:
+            sections["architectures"] = {a: spec for a, spec in self.architectures.items() if a in runs}
+        return PlanConfig.model_construct(**sections)
 
     def with_preset(self, preset: str) -> Params:
         """The same params under another preset; an undefined one is a ConfigError naming the valid ones."""
@@ -57,6 +63,10 @@ def parse(tree: dict[str, Any]) -> Params:
     check_top_level(tree)
     sections = {k: {} if v is None and k != "preset" else v for k, v in tree.items()}  # `data:` with nothing under it
     params = parse_section(Params, sections, "")
+    for name, budget in params.presets.items():
+        if unknown := [a for a in budget.architectures or [] if a not in params.architectures]:
+            raise ConfigError(f"params.yaml: presets.{name}.architectures: {', '.join(unknown)} not in `architectures`: "
+                              f"{', '.join(params.architectures)}")
     check_plan(params.plan)
     return params
 

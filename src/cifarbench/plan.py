@@ -65,6 +65,7 @@ class Budget(Section):
     test_skip: int = Field(0, ge=0, le=9_990, description="the first N official test images are not scored (looked at by a past choice)")
     tune_trials: int = Field(0, ge=0, le=10_000, description="Optuna trials per architecture; 0 = no tuning, recipe lr/wd")
     tune_epochs: int | None = Field(None, ge=1, le=MAX_EPOCHS, description="epochs per trial, at most the architecture's; None = those")
+    architectures: list[Name] | None = Field(None, min_length=1, description="the architectures this preset runs; None = all")
     model: Tree = {}
     train: Tree = {}
 
