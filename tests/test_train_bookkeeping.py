@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from cifarbench.pipeline import summarize
+from cifarbench.params import parse
+from cifarbench.pipeline import cell_cost, measured_cost, summarize
+from cifarbench.plan import all_cells
+from small_params import small_params
 from cifarbench.progress import Progress, clock
 
 
@@ -26,6 +29,26 @@ def test_progress_of_trials_counts_a_pruned_one_at_its_cost_spent_and_one_queued
     progress.add(4.0)  # a dead coordinator's trial queued again: one more to run
     assert progress.finished(4.0) == "[2/4 trials, 1:30 elapsed, ~2:24 left]"  # 8 units left at 5 per 90 s
     assert progress.finished(0.0, planned=4.0) == "[3/4 trials, 2:30 elapsed, ~2:00 left]"  # a failed trial
+
+
+
+def _entry(speed: float) -> dict:
+    return {"choice": "bf16", "measured": {"fp32": 1.0, "bf16": speed}}
+
+
+def test_a_runs_cost_is_its_images_over_the_speed_measured_for_its_architecture():
+    cells = [c for c in all_cells(parse(small_params(preset="default")).plan) if c.not_applicable is None]
+    archs = {c.arch for c in cells}
+    cost = measured_cost(cells, {arch: _entry(500.0) for arch in archs} | {"vgg11": _entry(250.0)})
+    for cell in cells:
+        if cell.ablation == "baseline":  # seconds: epochs x training images / the chosen path's images/s
+            speed = 250.0 if cell.arch == "vgg11" else 500.0
+            assert cost(cell) == pytest.approx(cell.train.epochs * cell.budget.train_subset / speed)
+    base = {c.arch: c for c in cells if c.ablation == "baseline"}
+    for cell in cells:  # another model of the same family: scaled by the FLOP-and-layer term, as cell_cost is
+        assert cost(cell) / cost(base[cell.arch]) == pytest.approx(cell_cost(cell) / cell_cost(base[cell.arch]))
+    # an architecture the probe did not time (a GPU run, fast paths off): one unit for all, never a mix
+    assert measured_cost(cells, {"vgg11": _entry(250.0)}) is cell_cost
 
 
 def test_clock_reads_minutes_and_hours():

@@ -29,7 +29,7 @@ from cifarbench.errors import CifarbenchError
 from cifarbench.execute import Executor, ExecutorConfig, running
 from cifarbench.io import DamagedFile, atomic_path, read_checked_json, read_json, write_json_atomic
 from cifarbench.paths import PREPARED, cell_dir, checkpoint_dir, curve_path, metrics_path, runs_of
-from cifarbench.plan import Cell, PlanConfig, all_cells, read_tuned_values
+from cifarbench.plan import BASELINE, Cell, PlanConfig, all_cells, read_tuned_values
 from cifarbench.progress import Progress
 from cifarbench.runner import HISTORY_FIELDS, RunSpec, train_run
 from cifarbench.tracking import Tracker, provenance
@@ -93,9 +93,10 @@ def train_stage(plan: PlanConfig, tracking: TrackingConfig, executor: ExecutorCo
     with running(executor, gpu=gpu) as pool:
         pool.warm()
         fast = _measured_fast_paths([c for c, _ in todo.values()], pool)
+        cost = measured_cost(cells, fast)
         runs = _specs([c for c, _ in todo.values()], {n: k for n, (_, k) in todo.items()},
-                      Tracker.open(tracking), data, fast, source.url)
-        results, failed = _execute(runs, pool, on_cell=lambda name, done: _finish_cell(*todo[name], done))
+                      Tracker.open(tracking), data, fast, source.url, cost)
+        results, failed = _execute(runs, pool, cost, on_cell=lambda name, done: _finish_cell(*todo[name], done))
     if failed:
         raise CifarbenchError(f"{len(failed)} run(s) failed; the other runs finished and are kept, `dvc repro` "
                               "trains only what is missing:\n" + "\n".join(f"- {n}: {e}" for n, e in failed.items()))
@@ -116,8 +117,8 @@ def _measured_fast_paths(cells: list[Cell], executor: Executor) -> dict[str, dic
 
 
 def _specs(cells: list[Cell], keys: dict[str, str], tracker: Tracker, data: dict,
-           fast: dict[str, dict], data_url: str) -> list[RunSpec]:
-    """The runs still to do, longest first (the matrix ends sooner when its longest runs start first)."""
+           fast: dict[str, dict], data_url: str, cost) -> list[RunSpec]:
+    """The runs still to do, longest first by `cost` (the matrix ends sooner when its longest runs start first)."""
     tags = {**provenance(), t.DATA_MD5: data["archive_md5"]}
     specs = []
     for cell in cells:
@@ -134,16 +135,37 @@ def _specs(cells: list[Cell], keys: dict[str, str], tracker: Tracker, data: dict
                                  {**tags, **identity, **extra, t.ABLATION_GROUP: cell.group,
                                   t.CONFIG_HASH: cell.config_hash(), t.CELL_KEY: keys[cell.name]}, cpu_paths,
                                  data_url))
-    return sorted(specs, key=lambda spec: cell_cost(spec.cell), reverse=True)
+    return sorted(specs, key=lambda spec: cost(spec.cell), reverse=True)
 
 
 def cell_cost(cell: Cell) -> float:
     """The rough cost of one run of `cell` (a tuning trial's too): epochs x images x (FLOPs per image + 1e6 per
     layer, the cost of the many small memory-bound ops that make GoogLeNet and DenseNet slower than their
     FLOPs say). Orders the runs, and scales the elapsed time into the time left (cifarbench.progress)."""
-    flops, layers = _model_cost(cell.model)
     images = cell.budget.train_subset or 45_000
-    return cell.train.epochs * images * (flops + 1e6 * layers)
+    return cell.train.epochs * images * _model_term(cell.model)
+
+
+def measured_cost(cells: list[Cell], fast: dict[str, dict]):
+    """A run's cost in seconds where the fast-path probe timed its architecture's baseline model on this CPU
+    (`fast`: {arch: fastpaths entry}): its epochs x images over the images/s measured for the path it trains
+    with, scaled by cell_cost's model term where the cell's model differs (no_bn, another width); cell_cost
+    elsewhere. The narrow models' per-op overhead, which no FLOP count sees, is then in the time left."""
+    base = {c.arch: _model_term(c.model) for c in cells if c.ablation == BASELINE}
+    per_image = {arch: 1.0 / speed for arch, entry in fast.items()
+                 if arch in base and (speed := entry["measured"].get(entry["choice"]))}
+    if not base or set(per_image) != set(base):  # one unit for every run, or the order and the time left mix two
+        return cell_cost
+
+    def cost(cell: Cell) -> float:
+        images = cell.budget.train_subset or 45_000
+        return cell.train.epochs * images * per_image[cell.arch] * _model_term(cell.model) / base[cell.arch]
+    return cost
+
+
+def _model_term(model_cfg) -> float:
+    flops, layers = _model_cost(model_cfg)
+    return flops + 1e6 * layers
 
 
 @functools.lru_cache(maxsize=None)
@@ -155,7 +177,7 @@ def _model_cost(model_cfg) -> tuple[int, int]:
     return flops_per_image(model), sum(1 for m in model.modules() if not list(m.children()))
 
 
-def _execute(runs: list[RunSpec], executor: Executor, on_cell) -> tuple[dict, dict]:
+def _execute(runs: list[RunSpec], executor: Executor, cost, on_cell) -> tuple[dict, dict]:
     """Run `runs` on the executor; `on_cell(name, {seed: result})` once all seeds of a cell are done.
     Returns (results by run name, errors by run name). Ctrl-C: every worker stopped, their MLflow runs
     ended KILLED, checkpoints kept."""
@@ -163,7 +185,7 @@ def _execute(runs: list[RunSpec], executor: Executor, on_cell) -> tuple[dict, di
     for spec in runs:
         left.setdefault(spec.cell.name, set()).add(spec.seed)
     by_name, results, failed = {s.name: s for s in runs}, {}, {}
-    progress = Progress([cell_cost(s.cell) for s in runs])
+    progress = Progress([cost(s.cell) for s in runs])
     print(f"train: {len(runs)} run(s) on {executor.where}", flush=True)
     try:
         for spec in runs:
@@ -171,7 +193,7 @@ def _execute(runs: list[RunSpec], executor: Executor, on_cell) -> tuple[dict, di
         while executor.pending():
             done = executor.next_done()
             spec = by_name[done.key]
-            where = progress.finished(cell_cost(spec.cell))
+            where = progress.finished(cost(spec.cell))
             if not done.ok:
                 failed[done.key] = done.error
                 print(f"train {where} {done.key} FAILED:\n{done.error}", file=sys.stderr, flush=True)

@@ -41,9 +41,9 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     if sys.argv[3:] == ["--executor"]:
         from cifarbench.execute import ExecutorConfig, running
-        from cifarbench.pipeline import _execute
+        from cifarbench.pipeline import _execute, cell_cost
 
         with running(ExecutorConfig(), gpu=False) as executor:
-            _execute([spec(Path(sys.argv[1]), Path(sys.argv[2]))], executor, on_cell=lambda name, done: None)
+            _execute([spec(Path(sys.argv[1]), Path(sys.argv[2]))], executor, cell_cost, on_cell=lambda name, done: None)
     else:
         train_run(spec(Path(sys.argv[1]), Path(sys.argv[2]), *sys.argv[3:4]))
