@@ -1,6 +1,7 @@
 """An honest install: the versions a committed report was made with are pinned (constraints.txt) within
 pyproject's ranges; the private APIs of other libraries that remain fail here, by name, when they change;
-README states the Python version and the presets that pyproject and params.yaml define."""
+README states the Python version and the presets that pyproject and params.yaml define, and the presets that
+share the default's budget share it."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from cifarbench.params import load
 from cifarbench.tuning.storage import heartbeat, journal_storage
 
 try:
@@ -136,3 +138,16 @@ def test_readme_lists_exactly_params_presets():
     in_params = list(yaml.safe_load((ROOT / "params.yaml").read_text())["presets"])
     assert sorted(in_readme) == sorted(in_params), (
         f"README lists presets {in_readme}, params.yaml defines {in_params}")
+
+
+def test_the_projects_course_and_nightly_presets_train_each_architecture_at_the_defaults_budget():
+    """They answer other questions at the default's budget (width, stem, epochs, optimizer), so their numbers are
+    comparable with the default's: a budget changed in one place only would make them silently differ."""
+    params = load(ROOT / "params.yaml")
+    for preset in ("course", "nightly"):
+        plan = params.with_preset(preset).plan
+        for arch in plan.architectures:
+            spec = plan.architectures[arch].presets
+            assert (spec[preset].model, spec[preset].train) == (spec["default"].model, spec["default"].train), (preset, arch)
+    assert list(params.with_preset("course").plan.architectures) == ["lenet5", "vgg11", "resnet18"]
+

@@ -19,6 +19,7 @@ import json
 import shutil
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from cifarbench import fastpaths
@@ -117,7 +118,7 @@ def _measured_fast_paths(cells: list[Cell], executor: Executor) -> dict[str, dic
 
 
 def _specs(cells: list[Cell], keys: dict[str, str], tracker: Tracker, data: dict,
-           fast: dict[str, dict], data_url: str, cost) -> list[RunSpec]:
+           fast: dict[str, dict], data_url: str, cost: Callable[[Cell], float]) -> list[RunSpec]:
     """The runs still to do, longest first by `cost` (the matrix ends sooner when its longest runs start first)."""
     tags = {**provenance(), t.DATA_MD5: data["archive_md5"]}
     specs = []
@@ -146,7 +147,7 @@ def cell_cost(cell: Cell) -> float:
     return cell.train.epochs * images * _model_term(cell.model)
 
 
-def measured_cost(cells: list[Cell], fast: dict[str, dict]):
+def measured_cost(cells: list[Cell], fast: dict[str, dict]) -> Callable[[Cell], float]:
     """A run's cost in seconds where the fast-path probe timed its architecture's baseline model on this CPU
     (`fast`: {arch: fastpaths entry}): its epochs x images over the images/s measured for the path it trains
     with, scaled by cell_cost's model term where the cell's model differs (no_bn, another width); cell_cost
@@ -177,7 +178,7 @@ def _model_cost(model_cfg) -> tuple[int, int]:
     return flops_per_image(model), sum(1 for m in model.modules() if not list(m.children()))
 
 
-def _execute(runs: list[RunSpec], executor: Executor, cost, on_cell) -> tuple[dict, dict]:
+def _execute(runs: list[RunSpec], executor: Executor, cost: Callable[[Cell], float], on_cell) -> tuple[dict, dict]:
     """Run `runs` on the executor; `on_cell(name, {seed: result})` once all seeds of a cell are done.
     Returns (results by run name, errors by run name). Ctrl-C: every worker stopped, their MLflow runs
     ended KILLED, checkpoints kept."""
