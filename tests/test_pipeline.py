@@ -4,6 +4,7 @@ real `mlflow server` on loopback)."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import time
@@ -151,6 +152,17 @@ def _leaves(tree, prefix=""):
     if not isinstance(tree, dict):
         return {prefix: tree}
     return {k: v for key, value in tree.items() for k, v in _leaves(value, f"{prefix}.{key}" if prefix else key).items()}
+
+
+def test_dvc_plots_show_each_baselines_training_against_validation_and_the_confusion_matrices(smoke):
+    """dvc.yaml's top-level plots: one curve of training and one of validation accuracy per architecture's
+    baseline (the preset's, by `${preset}`), and the report's confusion matrices as an image."""
+    project, _ = smoke
+    shown = json.loads(project.run("dvc", "plots", "show", "--json").stdout)["data"]
+    values = shown["train vs validation accuracy, baselines"][0]["content"]["data"]["values"]
+    archs = load_params(project.path / "params.yaml")["architectures"]
+    assert {v["filename::field"] for v in values} == {f"{a}/baseline.csv::{f}" for a in archs for f in ("train_acc", "val_acc")}
+    assert shown["reports/figures/confusion.png"][0]["type"] == "image"
 
 
 def test_dvc_exp_run_changes_exactly_the_path_it_sets_and_per_cell_results_are_versioned(smoke):
