@@ -294,6 +294,9 @@ def test_a_preset_can_run_a_subset_of_the_architectures_and_refuses_an_unknown_o
     tree["presets"]["default"]["architectures"] = ["vgg12"]
     with pytest.raises(ConfigError, match=r"presets.default.architectures: vgg12 not in `architectures`"):
         parse(tree)
+    parse(tree | {"preset": "smoke"})  # another preset's list is not checked: trimming `architectures` breaks no other
+    with pytest.raises(ConfigError, match=r"presets.default.architectures: vgg12"):
+        parse(tree | {"preset": "smoke"}).with_preset("default")
 
 
 # --- tune: own (no_bn searched without batch norm, issue #20) ----------------------------------------------

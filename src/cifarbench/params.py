@@ -54,6 +54,7 @@ class Params(Section):
     def with_preset(self, preset: str) -> Params:
         """The same params under another preset; an undefined one is a ConfigError naming the valid ones."""
         params = self.model_copy(update={"preset": preset})
+        check_architectures(params)
         check_plan(params.plan)
         return params
 
@@ -63,12 +64,18 @@ def parse(tree: dict[str, Any]) -> Params:
     check_top_level(tree)
     sections = {k: {} if v is None and k != "preset" else v for k, v in tree.items()}  # `data:` with nothing under it
     params = parse_section(Params, sections, "")
-    for name, budget in params.presets.items():
-        if unknown := [a for a in budget.architectures or [] if a not in params.architectures]:
-            raise ConfigError(f"params.yaml: presets.{name}.architectures: {', '.join(unknown)} not in `architectures`: "
-                              f"{', '.join(params.architectures)}")
+    check_architectures(params)
     check_plan(params.plan)
     return params
+
+
+def check_architectures(params: Params) -> None:
+    """The active preset's `architectures` list names architectures params.yaml defines. Only the preset that
+    runs: a user trimming `architectures` need not edit the other presets' lists (as for `ablations`)."""
+    budget = params.presets.get(params.preset)
+    if budget is not None and (unknown := [a for a in budget.architectures or [] if a not in params.architectures]):
+        raise ConfigError(f"params.yaml: presets.{params.preset}.architectures: {', '.join(unknown)} not in "
+                          f"`architectures`: {', '.join(params.architectures)}")
 
 
 def load(path: Path | str = PARAMS) -> Params:
