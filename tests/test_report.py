@@ -181,6 +181,17 @@ def test_every_table_has_a_row_per_architecture_and_numbers_equal_mlflow(report_
     assert "batch norm" not in metrics["mean_gain"] and metrics["mean_gain"]["flip"] is None
     assert metrics["runs_did_not_train"] == sum(not t for t in trained.values())
 
+    # how far each network fits: the last table of section 2, each figure the mean of MLflow's train_acc and
+    # best_val_acc over the cell's runs that trained (no_reg and the baseline ran; aug_none is not planned)
+    fit = as_frame(tables["2. What each technique buys"][-1])
+    assert set(fit) == set(ARCHS)
+    for arch in ARCHS:
+        for cell in ("baseline", "no_reg"):
+            keep = [runs[f"{arch}/{cell}/seed{s}"].data.metrics for s in SEEDS if trained[(arch, cell, s)]]
+            for measure, name in (("train_acc", "train"), ("best_val_acc", "val")):
+                shown = f"{100 * np.mean([m[measure] for m in keep]):.2f}" if keep else "–"
+                assert fit[arch][f"{cell} {name}"] == shown, (arch, cell, measure)
+
 
 def _all_trained(trained: dict, arch: str, *cells: str) -> bool:
     return all(trained[(arch, cell, s)] for cell in cells for s in SEEDS)

@@ -179,3 +179,25 @@ def test_a_summary_that_clears_zero_only_before_the_correction_says_so():
         "no clear effect after correction (p 0.0062, BH 0.055)"
     assert _verdict(SimpleNamespace(**row, re_p=0.0062, re_p_bh=0.02)) == "helps"
     assert _verdict(SimpleNamespace(**{**row, "re_lo": -0.01}, re_p=0.2, re_p_bh=0.4)) == "no clear effect"
+
+
+def test_the_fit_regime_is_the_mean_training_and_validation_accuracy_of_the_unregularized_cells_that_trained():
+    from cifarbench.report.tables import fit_regime
+    from cifarbench.tracking.read import column
+    from cifarbench.tracking.tags import TRAINED
+
+    rows = [  # arch, ablation, seed, last-epoch training accuracy, best validation accuracy, trained
+        ("vgg11", "baseline", 0, 0.50, 0.40, "true"), ("vgg11", "baseline", 1, 0.60, 0.44, "true"),
+        ("vgg11", "aug_none", 0, 1.00, 0.30, "true"), ("vgg11", "aug_none", 1, 0.98, 0.34, "true"),
+        ("vgg11", "aug_none", 2, 0.10, 0.10, "false"),  # did not train: left out of the means
+        ("vgg11", "dropout", 0, 0.20, 0.20, "true"),  # not a fit cell
+        ("googlenet", "baseline", 0, 0.30, 0.28, "true"), ("googlenet", "aug_none", 0, 0.61, 0.36, "true"),
+    ]
+    frame = pd.DataFrame([{"arch": a, "ablation": b, "seed": s, "metrics.train_acc": t, "metrics.best_val_acc": v,
+                           column(TRAINED): ok} for a, b, s, t, v, ok in rows])
+    fit = fit_regime(frame, ["googlenet", "vgg11", "lstm"])
+    assert list(fit.columns) == ["baseline train", "baseline val", "aug_none train", "aug_none val"]  # no no_reg run
+    assert fit.loc["vgg11"].tolist() == pytest.approx([0.55, 0.42, 0.99, 0.32])
+    assert fit.loc["googlenet", "aug_none train"] == pytest.approx(0.61)
+    assert fit.loc["lstm"].isna().all()  # in the plan, no run: a row that says so
+    assert fit_regime(frame.drop(columns=["metrics.train_acc", "metrics.best_val_acc"]), ["vgg11"]).columns.empty

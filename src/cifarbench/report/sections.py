@@ -225,6 +225,16 @@ def matrix_section(buys: pd.DataFrame, deltas: pd.DataFrame, board: pd.DataFrame
     if len(untrained):
         blocks += ["Runs that did not train, left out of every difference, mean and summary (a cell with fewer "
                    "than 2 that trained reads \"did not train\"):", Table(_untrained(untrained))]
+    fit = tables.fit_regime(inp.runs, inp.archs)
+    if len(fit.columns):
+        blocks += ["How far each network fits its training images, read from training and validation images only: "
+                   "the last epoch's training accuracy (on that epoch's augmented batches, dropout on) and the best "
+                   "validation accuracy, %, mean over the runs that trained. Near 100 % training accuracy without "
+                   "augmentation (aug_none) or any regularization (no_reg), a network has memorized its training "
+                   "images: the regime where regularization has something to correct. Far below it, the network "
+                   "under-fits at its budget, and regularization has little to correct. – : no run of that cell trained "
+                   "(or it is not planned for that architecture).",
+                   Table(formatted(fit, {c: pct for c in fit.columns}, empty="–"))]
     return Section("ablations", "2. What each technique buys", "Blue helps, red hurts: each cell is the test accuracy "
                    "with the technique minus without it, paired by seed, [95% paired t interval from this "
                    "comparison's own seeds, df n - 1] when ≥ 2 seeds; * = survives the Benjamini-Hochberg correction over "

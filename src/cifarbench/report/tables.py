@@ -157,6 +157,27 @@ def untrained_runs(runs: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["arch", "ablation", "seed"]).reset_index(drop=True)
 
 
+# The baseline and its cells without augmentation (aug_none) and without any regularization (no_reg).
+FIT_CELLS = (BASELINE, "aug_none", "no_reg")
+FIT_MEASURES = {"metrics.train_acc": "train", "metrics.best_val_acc": "val"}
+
+
+def fit_regime(runs: pd.DataFrame, archs: list[str]) -> pd.DataFrame:
+    """How far each network fits its training images, from training and validation accuracy only: per
+    architecture, for each of FIT_CELLS that ran, the last epoch's training accuracy and the best validation
+    accuracy (fractions), means over the runs that trained; columns `<cell> train` and `<cell> val`. A network
+    near 100 % training accuracy without augmentation or regularization has memorized its training images (the
+    regime where regularization has something to correct); far below it, it under-fits at its budget."""
+    measures = [m for m in FIT_MEASURES if m in runs]
+    ok = runs[trained(runs) & runs["ablation"].isin(FIT_CELLS)] if measures and "ablation" in runs else runs.iloc[:0]
+    if ok.empty:
+        return pd.DataFrame(index=pd.Index(archs, name="arch"))
+    means = ok.groupby(["arch", "ablation"])[measures].mean()
+    columns = {f"{cell} {FIT_MEASURES[m]}": means[m].xs(cell, level="ablation")
+               for cell in FIT_CELLS if cell in means.index.get_level_values("ablation") for m in measures}
+    return pd.DataFrame(columns).reindex(archs).rename_axis("arch")
+
+
 def paired_deltas(runs: pd.DataFrame, expected: pd.DataFrame, *, buys: bool = False) -> pd.DataFrame:
     """Per (arch, ablation): a paired difference of test accuracies, by seed. Plain: the ablation minus the
     architecture's baseline. `buys=True`: what the ablation's technique buys, acc(`with`) - acc(`without`)
